@@ -1,0 +1,34 @@
+# Everything starts from here: `make demo` and `make test` create the environment when missing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SRC    := omama tests scripts
+
+.PHONY: env demo test lint format bench clean
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+lint: env
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
+
+format: env
+	$(BIN)/ruff check --fix $(SRC)
+	$(BIN)/ruff format $(SRC)
+
+test: env lint
+	$(BIN)/pytest
+
+demo: env
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
+
+bench: env
+	$(BIN)/python scripts/bench.py
+
+clean:
+	rm -rf demo_out bench_out .pytest_cache .ruff_cache

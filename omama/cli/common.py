@@ -1,0 +1,31 @@
+"""What every omama command does around its work: logging, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from omama.errors import OmamaError
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def run_cli(prog: str, main: Callable[[], int | None]) -> int:
+    """Run `main`; a user-facing problem becomes `prog: error: <one line>` and exit code 2."""
+    setup_logging()
+    try:
+        return main() or 0
+    except OmamaError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; rerun the same command to continue", file=sys.stderr)
+        return 130

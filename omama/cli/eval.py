@@ -1,0 +1,33 @@
+"""omama-eval command line."""
+
+from __future__ import annotations
+
+import json
+
+from omama.cli.common import run_cli
+from omama.config import parse_config
+from omama.predict.evaluate import EvalConfig, run_eval
+
+DESCRIPTION = (
+    "Score every candidate of every pair of a cached split, write the predictions as RLE JSON "
+    "in the official challenge format (and the ground truth used, unless --gt), and print the "
+    "official metrics; the last line is one JSON object of them."
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    def work() -> int:
+        cfg = parse_config(EvalConfig, argv, "omama-eval", DESCRIPTION)
+        metrics = run_eval(cfg)
+        m = metrics.as_dict()
+        print(f"predictions {cfg.out}")
+        for name in ("iou", "shape_acc", "location_score", "balanced_acc", "n"):
+            print(f"  {name:15s} {m[name]}")
+        print(json.dumps(m))
+        return 0
+
+    return run_cli("omama-eval", work)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

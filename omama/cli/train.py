@@ -1,0 +1,28 @@
+"""omama-train command line."""
+
+from __future__ import annotations
+
+from omama.cli.common import run_cli
+from omama.config import parse_config
+from omama.train.loop import TrainConfig, run_train
+
+DESCRIPTION = (
+    "Train the O-MaMa cross-attention matcher from a cache made by omama-precompute. Writes "
+    "OUT/last.pt and OUT/best.pt (plain state_dicts with O-MaMa's keys), OUT/state.pt for "
+    "--resume, OUT/log.json and OUT/curves.png."
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    def work() -> int:
+        cfg = parse_config(TrainConfig, argv, "omama-train", DESCRIPTION)
+        history = run_train(cfg)
+        last = history["epochs"][-1] if history["epochs"] else {}
+        print(f"run {cfg.out}: best.pt, last.pt, log.json, curves.png; last epoch {last}")
+        return 0
+
+    return run_cli("omama-train", work)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

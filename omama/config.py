@@ -1,0 +1,164 @@
+"""Dataclass configs that double as CLI parsers: YAML file first, flags override it.
+
+Each CLI declares one dataclass whose field metadata carries the help text, so `--help`
+always lists every option with its default and the YAML file accepts the same names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from omama.errors import OmamaError, bad_file
+
+T = TypeVar("T")
+
+
+def opt(default: Any, help: str, choices: tuple | None = None, low: float | None = None) -> Any:
+    """A config field with help text, optional choices and an optional lower bound."""
+    meta = {"help": help, "choices": choices, "low": low}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def default_workers() -> int:
+    """Loader workers from the CPU count: leave one core to the main process."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _base_type(hint: Any) -> type:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return _base_type(args[0]) if args else hint
+
+
+def _parse_value(kind: type, raw: str) -> Any:
+    if kind is bool:
+        return raw.lower() in ("1", "true", "yes", "on")
+    return kind(raw)
+
+
+def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML file with any of the options below (names with _ or -); flags override it",
+    )
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = _base_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f.metadata.get("help", "")
+        if kind is bool:
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"{help_text} (default: {default})",
+            )
+            continue
+        parser.add_argument(
+            flag,
+            type=lambda raw, k=kind: _parse_value(k, raw),
+            choices=f.metadata.get("choices"),
+            default=argparse.SUPPRESS,
+            help=f"{help_text} (default: {default})",
+            metavar=f.name.upper() if f.metadata.get("choices") is None else None,
+        )
+    return parser
+
+
+def parse_config(cls: type[T], argv: list[str] | None, prog: str, description: str) -> T:
+    """Parse flags (and an optional --config YAML) into a validated `cls` instance."""
+    parser = build_parser(cls, prog, description)
+    args = vars(parser.parse_args(argv))
+    config_path = args.pop("config")
+    section = prog.removeprefix("omama-")
+    values: dict[str, Any] = load_yaml(config_path, cls, section) if config_path else {}
+    values.update(args)
+    return make_config(cls, values, source=str(config_path or "command line"))
+
+
+def load_yaml(path: Path, cls: type, section: str) -> dict[str, Any]:
+    """Options for one command: keys of `common` that it knows, then its own section.
+
+    A file may hold `common:`, `precompute:`, `train:` and `eval:` mappings, so one config
+    describes a whole experiment; a flat mapping is read as this command's section.
+    """
+    if not path.is_file():
+        raise bad_file(path, "config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise bad_file(path, f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise bad_file(path, "a config file must be a mapping of option: value")
+    names = {f.name for f in dataclasses.fields(cls)}
+    sections = {"common", "precompute", "train", "eval", "synth"}
+    if not sections & set(data):
+        data = {section: data}
+    out = {}
+    for key, value in (data.get("common") or {}).items():
+        name = str(key).replace("-", "_")
+        if name in names:
+            out[name] = value
+    for key, value in (data.get(section) or {}).items():
+        name = str(key).replace("-", "_")
+        if name not in names:
+            raise bad_file(path, f"unknown {section} option '{key}'")
+        out[name] = value
+    return out
+
+
+def make_config(cls: type[T], values: dict[str, Any], source: str = "config") -> T:
+    """Coerce types, check choices and bounds, and build the dataclass."""
+    hints = typing.get_type_hints(cls)
+    clean: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        kind = _base_type(hints[f.name])
+        if value is not None and kind in (int, float, str, Path) and not isinstance(value, kind):
+            try:
+                value = kind(value)
+            except (TypeError, ValueError):
+                msg = f"{source}: option {f.name}={value!r} is not a {kind.__name__}"
+                raise OmamaError(msg) from None
+        clean[f.name] = value
+    cfg = cls(**clean)
+    for f in dataclasses.fields(cls):
+        value = getattr(cfg, f.name)
+        choices, low = f.metadata.get("choices"), f.metadata.get("low")
+        flag = "--" + f.name.replace("_", "-")
+        if choices is not None and value is not None and value not in choices:
+            raise OmamaError(f"{source}: {flag} must be one of {', '.join(choices)}, got {value!r}")
+        if low is not None and value is not None and value < low:
+            raise OmamaError(f"{source}: {flag} must be at least {low}, got {value}")
+    return cfg
+
+
+def require(cfg: Any, *names: str) -> None:
+    """Fail with one line when a required option was given neither as a flag nor in YAML."""
+    for name in names:
+        if getattr(cfg, name) is None:
+            raise OmamaError(f"missing required option --{name.replace('_', '-')}")

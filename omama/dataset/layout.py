@@ -1,0 +1,278 @@
+"""The Ego-Exo4D correspondence layout on disk: pair lists, splits and annotation files.
+
+A dataset root ROOT holds `processed/split.json`, `processed/{take}/annotation.json`, the
+frames `processed/{take}/{cam}/{frame}.jpg`, pair lists under `dataset_jsons/` and candidate
+masks under `Masks_{SPLIT}_{DIRECTION}/`. Every bad input raises `OmamaError` with one line
+`"<file>: <problem>"`, so a user sees which file to fix instead of a traceback.
+
+Pair strings look like `ROOT//take//cam//obj//rgb//frame`. They are parsed from the right, so
+the ROOT prefix (which may contain `//` and usually points where the data used to live) is
+ignored, and object names may hold spaces and single slashes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omama.errors import OmamaError, bad_file
+
+log = logging.getLogger(__name__)
+
+DIRECTIONS = ("exo2ego", "ego2exo")
+_SETTINGS = {"exo2ego": "exoego", "ego2exo": "egoexo"}
+# The four strings of a pair, in file order (the ego path is always first).
+_SLOTS = (("ego", "rgb"), ("ego", "mask"), ("exo", "rgb"), ("exo", "mask"))
+_FRAME_RE = re.compile(r"[0-9]+")
+_SHOW = 120  # longest quoted string in an error message
+
+
+def check_direction(direction: str) -> str:
+    """Return `direction` if it is one of DIRECTIONS, else raise OmamaError."""
+    if direction not in DIRECTIONS:
+        raise OmamaError(
+            f"direction: unknown direction {direction!r} (expected exo2ego or ego2exo)"
+        )
+    return direction
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One (source mask, destination image) sample; `frame` is the string used in the files."""
+
+    take: str
+    obj: str
+    ego_cam: str
+    exo_cam: str
+    frame: str
+    direction: str
+
+    @property
+    def source_cam(self) -> str:
+        """The camera whose mask is given (exo for exo2ego, ego for ego2exo)."""
+        return self.exo_cam if self.direction == "exo2ego" else self.ego_cam
+
+    @property
+    def dest_cam(self) -> str:
+        """The camera where the object is searched (ego for exo2ego, exo for ego2exo)."""
+        return self.ego_cam if self.direction == "exo2ego" else self.exo_cam
+
+
+def setting(direction: str) -> str:
+    """The pair-file name part of a direction: exo2ego -> "exoego", ego2exo -> "egoexo"."""
+    return _SETTINGS[check_direction(direction)]
+
+
+def default_pairs_path(root: str | Path, split: str, direction: str) -> Path:
+    """`ROOT/dataset_jsons/{split}_{setting}_pairs.json`."""
+    return Path(root) / "dataset_jsons" / f"{split}_{setting(direction)}_pairs.json"
+
+
+def default_masks_dir(root: str | Path, split: str, direction: str) -> Path:
+    """`ROOT/Masks_{SPLIT}_{EXO2EGO|EGO2EXO}`: the destination images' candidate masks."""
+    return Path(root) / f"Masks_{split.upper()}_{check_direction(direction).upper()}"
+
+
+def image_path(root: str | Path, take: str, cam: str, frame: str | int) -> Path:
+    """`ROOT/processed/{take}/{cam}/{int(frame)}.jpg` (frame files carry no leading zeros)."""
+    return Path(root) / "processed" / take / cam / f"{int(frame)}.jpg"
+
+
+def _show(value: Any) -> str:
+    """A short one-line repr of a value for error messages."""
+    text = repr(value)
+    return text if len(text) <= _SHOW else text[: _SHOW - 3] + "..."
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """Load a JSON file, turning every failure into a one-line OmamaError naming `path`."""
+    if not path.exists():
+        raise bad_file(path, f"{what} missing")
+    if not path.is_file():
+        raise bad_file(path, f"{what} is not a file")
+    try:
+        with open(path, encoding="utf-8") as fp:
+            return json.load(fp)
+    except json.JSONDecodeError as exc:
+        raise bad_file(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise bad_file(path, "not valid JSON (not UTF-8 text)") from None
+    except OSError as exc:
+        raise bad_file(path, f"cannot read {what} ({exc.strerror or exc})") from None
+
+
+def _parse_part(text: Any, slot: int) -> tuple[str, str, str, str]:
+    """Split one pair string into (take, cam, obj, frame); ValueError says why it is bad."""
+    side, kind = _SLOTS[slot]
+    where = f"element {slot} ({side} {kind})"
+    if not isinstance(text, str):
+        raise ValueError(f"{where} is {type(text).__name__}, not a string")
+    parts = text.rsplit("//", 5)
+    if len(parts) != 6:
+        raise ValueError(f"{where} {_show(text)} is not ROOT//take//cam//obj//{kind}//frame")
+    _, take, cam, obj, found_kind, frame = parts
+    if found_kind != kind:
+        raise ValueError(f"{where} {_show(text)} has {_show(found_kind)} where {kind!r} belongs")
+    for name, value in (("take", take), ("camera", cam), ("object", obj)):
+        if not value:
+            raise ValueError(f"{where} {_show(text)} has an empty {name}")
+    if not _FRAME_RE.fullmatch(frame):
+        raise ValueError(f"{where} {_show(text)} has frame {_show(frame)}, not an integer")
+    return take, cam, obj, frame
+
+
+def _parse_entry(entry: Any, direction: str) -> Pair:
+    """Turn one `[ego_rgb, ego_mask, exo_rgb, exo_mask]` entry into a Pair (ValueError if bad)."""
+    if not isinstance(entry, list | tuple) or len(entry) != 4:
+        kind = (
+            f"a list of {len(entry)}" if isinstance(entry, list | tuple) else type(entry).__name__
+        )
+        raise ValueError(f"is {kind}, expected 4 strings [ego_rgb, ego_mask, exo_rgb, exo_mask]")
+    parsed = [_parse_part(text, slot) for slot, text in enumerate(entry)]
+    (take, ego_cam, obj, frame), ego_mask = parsed[0], parsed[1]
+    exo_rgb, exo_mask = parsed[2], parsed[3]
+    exo_cam = exo_rgb[1]
+    for slot, (p_take, _, p_obj, p_frame) in enumerate(parsed[1:], start=1):
+        for name, ego_value, value in (
+            ("take", take, p_take),
+            ("object", obj, p_obj),
+            ("frame", frame, p_frame),
+        ):
+            if value != ego_value:
+                raise ValueError(
+                    f"element {slot} names {name} {_show(value)} but element 0 names "
+                    f"{_show(ego_value)}"
+                )
+    if ego_mask[1] != ego_cam:
+        raise ValueError(f"ego rgb camera {ego_cam!r} differs from ego mask camera {ego_mask[1]!r}")
+    if exo_mask[1] != exo_cam:
+        raise ValueError(f"exo rgb camera {exo_cam!r} differs from exo mask camera {exo_mask[1]!r}")
+    if ego_cam == exo_cam:
+        raise ValueError(f"ego and exo camera are both {ego_cam!r}")
+    return Pair(take, obj, ego_cam, exo_cam, frame, direction)
+
+
+def load_pairs(path: str | Path, direction: str) -> list[Pair]:
+    """Read a pair list; identical pairs are dropped (first kept) so no sample counts twice."""
+    direction = check_direction(direction)
+    path = Path(path)
+    data = _read_json(path, "pairs file")
+    if not isinstance(data, list):
+        raise bad_file(path, f"expected a JSON list of pairs, found {type(data).__name__}")
+    if not data:
+        raise bad_file(path, "the pair list is empty")
+    pairs: dict[Pair, None] = {}
+    for index, entry in enumerate(data):
+        try:
+            pair = _parse_entry(entry, direction)
+        except ValueError as exc:
+            raise bad_file(path, f"entry {index} {exc}") from None
+        pairs.setdefault(pair, None)
+    if len(pairs) < len(data):
+        log.info("%s: dropped %d duplicate pairs", path, len(data) - len(pairs))
+    return list(pairs)
+
+
+def split_path(root: str | Path) -> Path:
+    """`ROOT/processed/split.json`."""
+    return Path(root) / "processed" / "split.json"
+
+
+def load_split(root: str | Path) -> dict[str, list[str]]:
+    """Read `processed/split.json`: `{split name: [take ids]}`."""
+    path = split_path(root)
+    data = _read_json(path, "split file")
+    if not isinstance(data, dict):
+        raise bad_file(path, f"expected a JSON object of splits, found {type(data).__name__}")
+    for name, takes in data.items():
+        if not isinstance(takes, list) or not all(isinstance(t, str) for t in takes):
+            raise bad_file(path, f"split {name!r} is not a list of take ids")
+    return data
+
+
+def split_takes(root: str | Path, split: str) -> list[str]:
+    """The take ids of one split; an absent split is an error, not an empty list."""
+    splits = load_split(root)
+    if split not in splits:
+        have = ", ".join(sorted(splits)) or "none"
+        raise bad_file(split_path(root), f"no split {split!r} (splits present: {have})")
+    return splits[split]
+
+
+def _check_annotation(path: Path, data: Any) -> dict:
+    """Check the `masks` tree's shape once at load so lookups can trust it."""
+    if not isinstance(data, dict):
+        raise bad_file(path, f"expected a JSON object, found {type(data).__name__}")
+    masks = data.get("masks")
+    if not isinstance(masks, dict):
+        problem = "no 'masks' key" if masks is None else "'masks' is not an object"
+        raise bad_file(path, problem)
+    for obj, cams in masks.items():
+        if not isinstance(cams, dict):
+            raise bad_file(path, f"masks[{_show(obj)}] is not an object of cameras")
+        for cam, frames in cams.items():
+            if not isinstance(frames, dict):
+                raise bad_file(path, f"masks[{_show(obj)}][{cam!r}] is not an object of frames")
+            for frame, rle in frames.items():
+                if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
+                    raise bad_file(
+                        path, f"masks[{_show(obj)}][{cam!r}][{frame!r}] is not an RLE object"
+                    )
+    return masks
+
+
+class Annotations:
+    """Lazily loaded `processed/{take}/annotation.json` files, one cache per instance."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._masks: dict[str, dict] = {}
+
+    def path(self, take: str) -> Path:
+        """Where the take's annotation file lives."""
+        return self.root / "processed" / take / "annotation.json"
+
+    def masks(self, take: str) -> dict:
+        """The take's `{obj: {cam: {frame: RLE}}}` tree."""
+        cached = self._masks.get(take)
+        if cached is None:
+            path = self.path(take)
+            cached = _check_annotation(path, _read_json(path, "annotation file"))
+            self._masks[take] = cached
+        return cached
+
+    def rle(self, take: str, obj: str, cam: str, frame: str | int) -> dict | None:
+        """The object's RLE at (cam, frame), or None when it is not visible there."""
+        masks = self.masks(take)
+        if obj not in masks:
+            raise bad_file(self.path(take), f"object {_show(obj)} absent from annotation.json")
+        return masks[obj].get(cam, {}).get(str(frame))
+
+    def objects_at(self, take: str, cam: str, frame: str | int) -> list[str]:
+        """Sorted names of the objects annotated in one image."""
+        frame = str(frame)
+        return sorted(obj for obj, cams in self.masks(take).items() if frame in cams.get(cam, {}))
+
+
+def validate_pairs(pairs: list[Pair], annotations: Annotations, path: str | Path) -> None:
+    """Fail early (naming the pairs file `path`) on pairs that cannot become samples."""
+    for pair in pairs:
+        name = f"pair {pair.take}/{pair.obj}/{pair.source_cam}->{pair.dest_cam}/{pair.frame}"
+        ann_path = annotations.path(pair.take)
+        if not ann_path.is_file():
+            raise bad_file(path, f"{name}: take {pair.take!r} has no annotation file {ann_path}")
+        masks = annotations.masks(pair.take)
+        if pair.obj not in masks:
+            raise bad_file(
+                path, f"{name}: pair names object {_show(pair.obj)} absent from annotation.json"
+            )
+        if str(pair.frame) not in masks[pair.obj].get(pair.source_cam, {}):
+            raise bad_file(
+                path,
+                f"{name}: source mask absent from annotation.json (camera {pair.source_cam!r}, "
+                f"frame {pair.frame}); a pair needs an annotated source mask",
+            )

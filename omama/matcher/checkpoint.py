@@ -1,0 +1,182 @@
+"""Load and save matcher weights (the released O-MaMa checkpoint and our own).
+
+Checkpoints are plain state_dicts with the reference key names. Loading is strict on keys
+and shapes, except that the two position embeddings may come from another patch grid: they
+are then resized bicubic to the model's grids (the released weights are for 50x50 / 38x68).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from omama.errors import bad_file
+from omama.matcher.model import OMaMaMatcher
+
+log = logging.getLogger(__name__)
+
+POS_KEYS = {"pos_embed_T": "grid_t", "pos_embed_Q": "grid_q"}
+_WRAPPER_KEYS = ("model", "state_dict")
+# Aspect ratios closer than this (as |log ratio|) are treated as the same shape.
+_SAME_ASPECT = math.log(1.2)
+
+
+def infer_grid(n_tokens: int, like: tuple[int, int]) -> tuple[int, int]:
+    """The (rows, cols) with rows * cols == n_tokens whose aspect is closest to `like`'s.
+
+    Closeness is |log(cols/rows) - log(like_cols/like_rows)|; ties go to the landscape grid.
+    """
+    target = math.log(like[1] / like[0])
+    best: tuple[float, int, tuple[int, int]] | None = None
+    for rows in range(1, n_tokens + 1):
+        if n_tokens % rows:
+            continue
+        cols = n_tokens // rows
+        key = (
+            round(abs(math.log(cols / rows) - target), 9),
+            0 if cols >= rows else 1,
+            (rows, cols),
+        )
+        if best is None or key[:2] < best[:2]:
+            best = key
+    assert best is not None
+    return best[2]
+
+
+def _log_aspect(grid: tuple[int, int]) -> float:
+    return math.log(grid[1] / grid[0])
+
+
+def resize_pos_embed(pos: torch.Tensor, src: tuple[int, int], dst: tuple[int, int]) -> torch.Tensor:
+    """[1, src_h*src_w, C] row-major grid -> [1, dst_h*dst_w, C], bicubic, align_corners False."""
+    c = pos.shape[-1]
+    grid = pos.reshape(1, src[0], src[1], c).permute(0, 3, 1, 2).float()
+    out = F.interpolate(grid, size=dst, mode="bicubic", align_corners=False)
+    return out.permute(0, 2, 3, 1).reshape(1, dst[0] * dst[1], c).to(pos.dtype)
+
+
+def _read(state: dict | str | Path) -> tuple[dict, str]:
+    """Return the raw state_dict and a name for error messages."""
+    if isinstance(state, (str, Path)):
+        path = Path(state)
+        if not path.is_file():
+            raise bad_file(path, "checkpoint file not found")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a bad file
+            detail = " ".join(str(exc).split())[:200]
+            raise bad_file(
+                path, f"cannot read checkpoint ({type(exc).__name__}: {detail})"
+            ) from exc
+        name = str(path)
+    else:
+        obj, name = state, "<state dict>"
+    if not isinstance(obj, dict):
+        raise bad_file(name, f"checkpoint holds a {type(obj).__name__}, not a state_dict")
+    for wrapper in _WRAPPER_KEYS:
+        if wrapper in obj and isinstance(obj[wrapper], dict):
+            obj = obj[wrapper]
+            break
+    keys = list(obj)
+    if keys and all(isinstance(k, str) and k.startswith("module.") for k in keys):
+        obj = {k[len("module.") :]: v for k, v in obj.items()}  # saved from DataParallel
+    return obj, name
+
+
+def _short(keys: list[str]) -> str:
+    shown = ", ".join(keys[:6])
+    return shown + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
+
+
+def load_matcher_state(model: OMaMaMatcher, state: dict | str | Path) -> None:
+    """Load weights into `model` in place; OmamaError (one line) when they do not fit."""
+    ckpt, name = _read(state)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(ckpt))
+    unexpected = sorted(set(ckpt) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_short(unexpected)}")
+        raise bad_file(name, "not an O-MaMa matcher checkpoint: " + "; ".join(parts))
+    for key, value in ckpt.items():
+        if not isinstance(value, torch.Tensor):
+            raise bad_file(name, f"{key} is a {type(value).__name__}, not a tensor")
+        want = expected[key].shape
+        if key in POS_KEYS:
+            if value.dim() != 3 or value.shape[0] != 1 or value.shape[2] != want[2]:
+                raise bad_file(
+                    name, f"{key} has shape {tuple(value.shape)}, expected (1, T, {want[2]})"
+                )
+        elif value.shape != want:
+            raise bad_file(name, f"{key} has shape {tuple(value.shape)}, expected {tuple(want)}")
+
+    grids = {
+        key: infer_grid(ckpt[key].shape[1], getattr(model, attr))
+        if ckpt[key].shape[1] != expected[key].shape[1]
+        else getattr(model, attr)
+        for key, attr in POS_KEYS.items()
+    }
+    _check_direction(model, grids["pos_embed_T"], grids["pos_embed_Q"], name)
+
+    loaded = dict(ckpt)
+    for key, attr in POS_KEYS.items():
+        target = getattr(model, attr)
+        if ckpt[key].shape[1] != expected[key].shape[1]:
+            src = grids[key]
+            log.info(
+                "%s: %s is for a %dx%d grid; resized bicubic to the model's %dx%d",
+                name,
+                key,
+                src[0],
+                src[1],
+                target[0],
+                target[1],
+            )
+            loaded[key] = resize_pos_embed(ckpt[key], src, target)
+    model.load_state_dict(loaded, strict=True)
+
+
+def _check_direction(
+    model: OMaMaMatcher, ck_t: tuple[int, int], ck_q: tuple[int, int], name: str
+) -> None:
+    """Refuse exo2ego weights in an ego2exo model (and the reverse), judged by grid shapes."""
+    a_t, a_q = _log_aspect(model.grid_t), _log_aspect(model.grid_q)
+    if abs(a_t - a_q) <= _SAME_ASPECT:
+        return  # the two grids look alike: shapes cannot tell the directions apart
+    c_t, c_q = _log_aspect(ck_t), _log_aspect(ck_q)
+    if abs(c_t - a_q) < abs(c_t - a_t) and abs(c_q - a_t) < abs(c_q - a_q):
+        raise bad_file(
+            name,
+            f"checkpoint is for the other direction (its destination/source grids are "
+            f"{ck_t[0]}x{ck_t[1]}/{ck_q[0]}x{ck_q[1]}, the model's are "
+            f"{model.grid_t[0]}x{model.grid_t[1]}/{model.grid_q[0]}x{model.grid_q[1]})",
+        )
+
+
+def save_matcher_state(model: OMaMaMatcher, path: str | Path) -> None:
+    """Write a plain state_dict (reference key names) atomically: temp file, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

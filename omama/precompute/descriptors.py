@@ -1,0 +1,211 @@
+"""Per-mask 1536-d descriptors (mask part + context part) from a dense DINOv2 map.
+
+Pure tensor functions, CPU or CUDA, with the exact semantics of the O-MaMa reference but no
+per-mask Python loop: the mask part is one matmul of the flattened (nearest-resized) masks with
+the flattened map, the context part reads box sums from a float64 summed-area table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PATCH = 14
+REDUCTION = 4  # the dense map is a quarter of the cropped image size
+CONTEXT_PX = 100  # context margin, in crop pixels, on each side of the box
+_MASK_CHUNK = 64  # masks resized and reduced per step (bounds memory for N=200 at 700x700)
+_SAT_CHANNEL_CHUNK = 128  # channels per float64 summed-area table
+
+
+def dense_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """[T, C] patch tokens (row-major over grid) -> float32 [C, gh*14//4, gw*14//4].
+
+    Bilinear, align_corners=False, like the reference (50x50 -> 175x175, 38x68 -> 133x238).
+    """
+    gh, gw = int(grid[0]), int(grid[1])
+    if tokens.ndim != 2 or tokens.shape[0] != gh * gw:
+        raise ValueError(f"tokens {tuple(tokens.shape)} do not fit a {gh}x{gw} grid")
+    c = tokens.shape[1]
+    fmap = tokens.float().reshape(gh, gw, c).permute(2, 0, 1).unsqueeze(0)
+    size = (gh * PATCH // REDUCTION, gw * PATCH // REDUCTION)
+    out = F.interpolate(fmap, size=size, mode="bilinear", align_corners=False)
+    return out.squeeze(0).contiguous()
+
+
+def _nearest_index(src: int, dst: int, device: torch.device) -> torch.Tensor:
+    """Source indices torch's F.interpolate(mode="nearest") picks when resizing src -> dst.
+
+    Obtained by running F.interpolate itself on an index ramp (exact in float32 for any
+    realistic size), so the gather below is bit-for-bit the same resize.
+    """
+    ramp = torch.arange(src, dtype=torch.float32, device=device).view(1, 1, src, 1)
+    idx = F.interpolate(ramp, size=(dst, 1), mode="nearest")
+    return idx.view(dst).long()
+
+
+def context_windows(
+    boxes: torch.Tensor, crop_hw: tuple[int, int], context: int = CONTEXT_PX
+) -> torch.Tensor:
+    """[N, 4] xywh boxes (crop pixels) -> int64 [N, 4] windows (x1, y1, x2, y2) on the map.
+
+    The reference's add_context_to_bbox: truncate to int, to corners, grow by `context`, clamp to
+    the crop, floor-divide by 4, force at least one cell, clamp to the map. Always non-empty.
+    """
+    H, W = int(crop_hw[0]), int(crop_hw[1])
+    b = torch.trunc(boxes.to(torch.float64)).long()
+    x1, y1 = b[:, 0], b[:, 1]
+    x2, y2 = x1 + b[:, 2], y1 + b[:, 3]
+    x1 = (x1 - context).clamp(0, W)
+    y1 = (y1 - context).clamp(0, H)
+    x2 = (x2 + context).clamp(0, W)
+    y2 = (y2 + context).clamp(0, H)
+    x1, y1, x2, y2 = (v // REDUCTION for v in (x1, y1, x2, y2))  # all >= 0: floor
+    x2 = torch.maximum(x1 + 1, x2)
+    y2 = torch.maximum(y1 + 1, y2)
+    max_x = W // REDUCTION - 1
+    max_y = H // REDUCTION - 1
+    x1 = x1.clamp(0, max_x)
+    y1 = y1.clamp(0, max_y)
+    x2 = x2.clamp(0, max_x + 1)
+    y2 = y2.clamp(0, max_y + 1)
+    return torch.stack([x1, y1, x2, y2], dim=1)
+
+
+def _mask_part(dense: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    C, h, w = dense.shape
+    N, H, W = masks.shape
+    dev = dense.device
+    # fp64 on CUDA keeps the sums exact whatever the process's TF32 setting; fp32 on CPU is
+    # well inside 1e-5 of the reference's fp32 sums and much faster there.
+    acc = torch.float64 if dev.type == "cuda" else torch.float32
+    flat = dense.reshape(C, h * w).to(acc)
+    # Resize on the masks' own device (often CPU), then move only the small result.
+    iy = _nearest_index(H, h, masks.device)
+    ix = _nearest_index(W, w, masks.device)
+    out = torch.zeros(N, C, dtype=torch.float32, device=dev)
+    for s in range(0, N, _MASK_CHUNK):
+        m = masks[s : s + _MASK_CHUNK].index_select(1, iy).index_select(2, ix)
+        m = (m != 0).to(dev).reshape(-1, h * w).to(acc)
+        counts = m.sum(dim=1, keepdim=True)
+        sums = m @ flat.T
+        out[s : s + m.shape[0]] = torch.where(
+            counts > 0, sums / counts.clamp_min(1), torch.zeros_like(sums)
+        ).float()
+    return out
+
+
+def _context_part(dense: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+    C, h, w = dense.shape
+    N = win.shape[0]
+    x1, y1, x2, y2 = (win[:, i].to(dense.device) for i in range(4))
+    w1 = w + 1
+    corners = torch.stack([y2 * w1 + x2, y1 * w1 + x2, y2 * w1 + x1, y1 * w1 + x1])  # [4, N]
+    area = ((y2 - y1) * (x2 - x1)).to(torch.float64)
+    out = torch.empty(N, C, dtype=torch.float32, device=dense.device)
+    # One float64 buffer, reused: row 0 and column 0 stay zero, the rest is overwritten.
+    buf = torch.zeros(
+        min(C, _SAT_CHANNEL_CHUNK), h + 1, w + 1, dtype=torch.float64, device=dense.device
+    )
+    flat_corners = corners.reshape(-1)
+    for s in range(0, C, _SAT_CHANNEL_CHUNK):
+        chunk = dense[s : s + _SAT_CHANNEL_CHUNK]
+        c = chunk.shape[0]
+        sat = buf[:c]
+        sat[:, 1:, 1:] = chunk  # cast to float64 while copying
+        sat.cumsum_(2)
+        sat.cumsum_(1)
+        v = sat.reshape(c, -1)[:, flat_corners].reshape(c, 4, N)
+        total = v[:, 0] - v[:, 1] - v[:, 2] + v[:, 3]  # [c, N]
+        out[:, s : s + c] = (total / area).T.float()
+    return out
+
+
+def mask_descriptors(
+    dense: torch.Tensor,
+    masks: torch.Tensor,
+    boxes: torch.Tensor,
+    crop_hw: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """[N, 2C] float32 = concat(mask part, context part) for each mask.
+
+    dense: [C, h, w] map (see dense_map); masks: [N, H, W] bool/uint8 at crop size (nonzero =
+    inside); boxes: [N, 4] float xywh in crop pixels. crop_hw defaults to the masks' (H, W)
+    and is the H_max, W_max of the reference's context clamps.
+    Mask part: the mask nearest-resized to (h, w), mean of the features under it (zeros when
+    empty). Context part: mean of the map over context_windows(boxes).
+    """
+    if dense.ndim != 3:
+        raise ValueError(f"dense must be [C, h, w], got {tuple(dense.shape)}")
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be [N, H, W], got {tuple(masks.shape)}")
+    boxes = torch.as_tensor(boxes)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] != masks.shape[0]:
+        raise ValueError(f"boxes {tuple(boxes.shape)} do not match {masks.shape[0]} masks")
+    masks = torch.as_tensor(masks)
+    dense = dense.float()
+    C = dense.shape[0]
+    N = masks.shape[0]
+    if N == 0:
+        return torch.zeros(0, 2 * C, dtype=torch.float32, device=dense.device)
+    hw = (int(masks.shape[1]), int(masks.shape[2])) if crop_hw is None else crop_hw
+    mask_part = _mask_part(dense, masks)
+    ctx_part = _context_part(dense, context_windows(boxes, hw))
+    return torch.cat([mask_part, ctx_part], dim=1)
+
+
+def tight_box(mask: np.ndarray | torch.Tensor) -> np.ndarray:
+    """(x_min, y_min, x_max - x_min, y_max - y_min) float32 of an [H, W] mask; zeros if empty."""
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be [H, W], got {m.shape}")
+    return tight_boxes(m[None])[0]
+
+
+def tight_boxes(masks: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Vectorised tight_box over [N, H, W] -> float32 [N, 4]."""
+    m = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+    if m.ndim != 3:
+        raise ValueError(f"masks must be [N, H, W], got {m.shape}")
+    m = m != 0
+    rows = m.any(axis=2)  # [N, H]
+    cols = m.any(axis=1)  # [N, W]
+    valid = rows.any(axis=1)
+    H, W = m.shape[1], m.shape[2]
+    y0 = rows.argmax(axis=1)
+    y1 = H - 1 - rows[:, ::-1].argmax(axis=1)
+    x0 = cols.argmax(axis=1)
+    x1 = W - 1 - cols[:, ::-1].argmax(axis=1)
+    out = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).astype(np.float32)
+    out[~valid] = 0
+    return out
+
+
+def box_iou(
+    boxes: np.ndarray | torch.Tensor, box: np.ndarray | torch.Tensor
+) -> np.ndarray | torch.Tensor:
+    """IoU of [N, 4] xywh boxes with one xywh box (reference compute_IoU_bbox, float32).
+
+    Differs only in that a zero union gives 0 instead of NaN. Returns numpy for numpy input.
+    """
+    as_numpy = not isinstance(boxes, torch.Tensor)
+    b = torch.as_tensor(np.asarray(boxes) if as_numpy else boxes).float().reshape(-1, 4)
+    g = torch.as_tensor(box).float().reshape(4).to(b.device)
+    ix1 = torch.maximum(b[:, 0], g[0])
+    iy1 = torch.maximum(b[:, 1], g[1])
+    ix2 = torch.minimum(b[:, 0] + b[:, 2], g[0] + g[2])
+    iy2 = torch.minimum(b[:, 1] + b[:, 3], g[1] + g[3])
+    inter = (ix2 - ix1).clamp(min=0) * (iy2 - iy1).clamp(min=0)
+    union = b[:, 2] * b[:, 3] + g[2] * g[3] - inter
+    iou = torch.where(union != 0, inter / torch.where(union != 0, union, 1.0), 0.0)
+    iou = iou.clamp(0, 1)
+    return iou.cpu().numpy() if as_numpy else iou
+
+
+def anchor_index(cand_boxes: np.ndarray | torch.Tensor, gt_box: np.ndarray | torch.Tensor) -> int:
+    """Index of the candidate box with the highest box IoU with gt_box (first one on ties)."""
+    iou = box_iou(cand_boxes, gt_box)
+    iou = iou.cpu().numpy() if isinstance(iou, torch.Tensor) else iou
+    if iou.size == 0:
+        raise ValueError("anchor_index needs at least one candidate box")
+    return int(np.argmax(iou))

@@ -1,0 +1,147 @@
+"""omama-eval: predictions in the challenge format, the ground truth they face, the metrics."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from omama.atomic import write_json
+from omama.cache.reader import Cache
+from omama.cache.records import Sample
+from omama.config import default_device, default_workers, opt
+from omama.dataset.layout import DIRECTIONS
+from omama.errors import OmamaError, bad_file
+from omama.matcher.checkpoint import load_matcher_state
+from omama.matcher.model import OMaMaMatcher
+from omama.metrics.groundtruth import GTSample, build_gt_json
+from omama.metrics.official import Metrics, evaluate
+from omama.predict.challenge import challenge_json, schema_problems
+from omama.predict.scoring import Scored, prediction_records, random_scores, score_samples
+from omama.predict.visualize import write_visualizations
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    cache: Path | None = opt(None, "cache folder made by omama-precompute")
+    direction: str = opt("exo2ego", "exo2ego or ego2exo", DIRECTIONS)
+    split: str = opt("test", "split to evaluate", ("train", "val", "test"))
+    checkpoint: Path | None = opt(None, "matcher weights: omama best.pt/last.pt or O-MaMa's .pt")
+    out: Path | None = opt(None, "predictions JSON to write (challenge format)")
+    gt: Path | None = opt(None, "official ground-truth JSON; default: built from the cache")
+    metrics_out: Path | None = opt(None, "metrics JSON (default: next to --out)")
+    visualize: int = opt(0, "write this many PNGs of source mask, prediction and GT", low=0)
+    mask_size: str = opt(
+        "official", "predicted masks at the official 480 size or crop", ("official", "crop")
+    )
+    batch_size: int = opt(16, "pairs scored per batch", low=1)
+    workers: int = opt(default_workers(), "cache-reading workers", low=0)
+    device: str = opt(default_device(), "cpu or cuda", ("cpu", "cuda"))
+    limit: int = opt(0, "evaluate only the first N pairs (0 = all)", low=0)
+    baseline: str = opt(
+        "none",
+        "'random': pick a random candidate per pair (chance level, no checkpoint needed)",
+        ("none", "random"),
+    )
+    seed: int = opt(0, "seed of the random baseline", low=0)
+
+
+def gt_samples(cache: Cache, samples: list[Sample]) -> list[GTSample]:
+    return [
+        GTSample(
+            take=s.take,
+            obj=s.obj,
+            src_cam=s.src_cam,
+            dst_cam=s.dst_cam,
+            frame=s.frame,
+            src_rle=cache.obj_rle(s.src, s.src_k),
+            dst_rle=cache.obj_rle(s.dst, s.dst_k) if s.dst_k >= 0 else None,
+        )
+        for s in samples
+    ]
+
+
+def score_and_measure(
+    cache: Cache,
+    model: OMaMaMatcher,
+    direction: str,
+    samples: list[Sample],
+    device: torch.device,
+    batch_size: int = 16,
+    workers: int = 0,
+    progress: bool = False,
+) -> tuple[list[Scored], dict, dict, Metrics]:
+    """Shared by omama-eval and the trainer's validation: scores -> JSON -> official metrics."""
+    scored = score_samples(cache, model, direction, samples, device, batch_size, workers, progress)
+    pred = challenge_json(direction, prediction_records(cache, direction, scored))
+    gt = build_gt_json(gt_samples(cache, samples))
+    # a validation subset need not hold every frame the official validator would ask for
+    return scored, pred, gt, evaluate(pred, gt, direction, strict=False)
+
+
+def build_matcher(cache: Cache, samples: list[Sample], checkpoint: Path | None) -> OMaMaMatcher:
+    grid_t, grid_q = cache.role_grids(samples)
+    model = OMaMaMatcher(grid_t=grid_t, grid_q=grid_q)
+    if checkpoint is not None:
+        load_matcher_state(model, checkpoint)
+    return model
+
+
+def run_eval(cfg: EvalConfig) -> Metrics:
+    if cfg.cache is None or cfg.out is None:
+        raise OmamaError("--cache and --out are required")
+    if (cfg.checkpoint is None) == (cfg.baseline == "none"):
+        raise OmamaError("give exactly one of --checkpoint FILE or --baseline random")
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OmamaError("--device cuda: no CUDA device is available here")
+    cache = Cache(cfg.cache)
+    samples = cache.samples(cfg.direction, cfg.split)
+    if cfg.limit:
+        samples = samples[: cfg.limit]
+    if cfg.baseline == "random":
+        scored = random_scores(cache, cfg.direction, samples, cfg.seed)
+    else:
+        model = build_matcher(cache, samples, cfg.checkpoint).to(device)
+        scored = score_samples(
+            cache, model, cfg.direction, samples, device, cfg.batch_size, cfg.workers, True
+        )
+    pred = challenge_json(
+        cfg.direction, prediction_records(cache, cfg.direction, scored, cfg.mask_size)
+    )
+    write_json(pred, cfg.out)
+    if cfg.gt is not None:
+        gt = _load_json(cfg.gt)
+    else:
+        gt = build_gt_json(gt_samples(cache, samples))
+        gt_path = cfg.out.with_name(cfg.out.stem + "_gt.json")
+        write_json(gt, gt_path)
+        log.info("ground truth written to %s", gt_path)
+    if cfg.mask_size != "official":
+        log.warning("crop-size masks: the official evaluator rejects these; metrics skipped")
+        return Metrics(float("nan"), float("nan"), float("nan"), float("nan"), 0)
+    strict = not cfg.limit  # --limit scores a subset: only its own frames are required
+    problems = schema_problems(pred, gt, cfg.direction, strict=strict)
+    if problems:
+        raise OmamaError(f"{cfg.out}: {len(problems)} schema problems, first: {problems[0]}")
+    metrics = evaluate(pred, gt, cfg.direction, strict=strict)
+    metrics_out = cfg.metrics_out or cfg.out.with_name(cfg.out.stem + "_metrics.json")
+    write_json(metrics.as_dict(), metrics_out, indent=1)
+    if cfg.visualize:
+        folder = cfg.out.with_name(cfg.out.stem + "_vis")
+        write_visualizations(cache, cfg.direction, scored[: cfg.visualize], folder)
+        log.info("%d pictures in %s", min(cfg.visualize, len(scored)), folder)
+    return metrics
+
+
+def _load_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise bad_file(path, f"not a readable JSON file ({exc})") from None

@@ -1,0 +1,35 @@
+"""Training curves as a PNG next to log.json: loss per step, validation metrics per epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from omama.atomic import atomic_path  # noqa: E402
+
+
+def plot_curves(history: dict, path: Path) -> None:
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
+    steps = history.get("steps", [])
+    ax_loss.plot([s["step"] for s in steps], [s["loss"] for s in steps], color="tab:blue")
+    ax_loss.set(xlabel="step", ylabel="training loss", title="loss")
+    epochs = [e for e in history.get("epochs", []) if "iou" in e]
+    for name, colour in (
+        ("iou", "tab:green"),
+        ("shape_acc", "tab:orange"),
+        ("balanced_acc", "tab:purple"),
+    ):
+        ax_val.plot(
+            [e["epoch"] for e in epochs], [e[name] for e in epochs], "o-", color=colour, label=name
+        )
+    ax_val.set(xlabel="epoch", ylim=(0, 1), title="validation")
+    if epochs:
+        ax_val.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

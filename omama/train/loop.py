@@ -1,0 +1,200 @@
+"""omama-train: one readable loop over cached samples; resumable, validated every epoch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from omama.atomic import write_json, write_torch
+from omama.cache.reader import Cache
+from omama.config import default_device, default_workers, opt
+from omama.dataset.layout import DIRECTIONS
+from omama.errors import OmamaError, bad_file
+from omama.loader.dataset import EpochSampler, TrainSamples
+from omama.matcher.checkpoint import save_matcher_state
+from omama.matcher.model import matching_loss
+from omama.predict.evaluate import build_matcher, score_and_measure
+from omama.train.curves import plot_curves
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    cache: Path | None = opt(None, "cache folder made by omama-precompute")
+    direction: str = opt("exo2ego", "exo2ego or ego2exo", DIRECTIONS)
+    out: Path | None = opt(None, "run folder: checkpoints, log.json, curves.png")
+    train_split: str = opt("train", "split to train on", ("train", "val", "test"))
+    val_split: str = opt(
+        "val", "split validated after each epoch ('none' to skip)", ("train", "val", "test", "none")
+    )
+    epochs: int = opt(3, "epochs", low=1)
+    batch_size: int = opt(24, "samples per step", low=1)
+    workers: int = opt(default_workers(), "DataLoader workers reading the cache", low=0)
+    lr: float = opt(8e-5, "AdamW learning rate (cosine-annealed per step)", low=0)
+    min_lr: float = opt(1e-6, "learning rate at the last step", low=0)
+    weight_decay: float = opt(0.01, "AdamW weight decay", low=0)
+    n_masks: int = opt(32, "candidates per sample (1 positive + N-1 negatives)", low=2)
+    init: Path | None = opt(None, "start from these matcher weights (e.g. the released O-MaMa .pt)")
+    resume: bool = opt(False, "continue from OUT/state.pt (model, optimizer, schedule, step)")
+    seed: int = opt(42, "seed of initialisation, shuffling and candidate sampling")
+    device: str = opt(default_device(), "cpu or cuda", ("cpu", "cuda"))
+    save_every: int = opt(200, "also save the resumable state every this many steps", low=1)
+    log_every: int = opt(10, "log the mean loss every this many steps", low=1)
+    val_limit: int = opt(0, "validate on the first N val pairs only (0 = all)", low=0)
+
+
+def run_train(cfg: TrainConfig) -> dict:
+    if cfg.cache is None or cfg.out is None:
+        raise OmamaError("--cache and --out are required")
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OmamaError("--device cuda: no CUDA device is available here")
+    out = Path(cfg.out)
+    state_path = out / "state.pt"
+    if not cfg.resume and state_path.exists():
+        raise bad_file(state_path, "a run already lives here; pass --resume or use another --out")
+
+    torch.manual_seed(cfg.seed)
+    cache = Cache(cfg.cache)
+    data = TrainSamples(cache, cfg.direction, cfg.train_split, cfg.n_masks, cfg.seed)
+    val = []
+    if cfg.val_split != "none":
+        val = cache.samples(cfg.direction, cfg.val_split)
+        val = val[: cfg.val_limit] if cfg.val_limit else val
+    model = build_matcher(cache, data.samples, cfg.init).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total, eta_min=cfg.min_lr)
+    history: dict = {"config": _jsonable(cfg), "steps": [], "epochs": []}
+    epoch, step, best_iou = 0, 0, -1.0
+    if cfg.resume and state_path.exists():
+        state = _load_state(state_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        epoch, step, best_iou, history = (
+            state["epoch"],
+            state["step"],
+            state["best_iou"],
+            state["history"],
+        )
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed from %s at epoch %d, step %d", state_path, epoch, step)
+
+    if not cfg.resume:
+        out.mkdir(parents=True, exist_ok=True)
+        save_matcher_state(model, out / "init.pt")  # the untrained matcher, for comparison
+    sampler = EpochSampler(len(data), cfg.seed)
+    loader = DataLoader(
+        data,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        persistent_workers=cfg.workers > 0,
+        prefetch_factor=4 if cfg.workers else None,
+        pin_memory=device.type == "cuda",
+    )
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def save_state() -> None:
+        write_torch(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "epoch": epoch,
+                "step": step,
+                "best_iou": best_iou,
+                "history": history,
+                "torch_rng": torch.get_rng_state(),
+            },
+            state_path,
+        )
+        write_json(history, out / "log.json", indent=1)
+
+    log.info(
+        "%d train samples, %d val, %d steps/epoch, grids dst %s src %s, device %s",
+        len(data),
+        len(val),
+        steps_per_epoch,
+        model.grid_t,
+        model.grid_q,
+        device,
+    )
+    while epoch < cfg.epochs:
+        done_in_epoch = step - epoch * steps_per_epoch
+        sampler.set_epoch(epoch, start=done_in_epoch * cfg.batch_size)
+        model.train()
+        running = torch.zeros((), device=device)
+        n_running, t0 = 0, time.perf_counter()
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="step",
+            initial=done_in_epoch,
+            total=steps_per_epoch,
+            dynamic_ncols=True,
+        )
+        for batch in bar:
+            b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with amp:
+                sims = model(b["src_desc"], b["cand_desc"], b["src_tokens"], b["dst_tokens"])
+            loss = matching_loss(sims.float(), b["pos_index"], b["visible"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            running += loss.detach()
+            n_running += 1
+            if step % cfg.log_every == 0 or step % steps_per_epoch == 0:
+                mean = float(running) / n_running  # the only host sync, once per log period
+                rate = n_running * cfg.batch_size / (time.perf_counter() - t0)
+                history["steps"].append(
+                    {"step": step, "epoch": epoch, "loss": mean, "lr": schedule.get_last_lr()[0]}
+                )
+                bar.set_postfix(loss=f"{mean:.4f}", samples_s=f"{rate:.1f}")
+                running.zero_()
+                n_running, t0 = 0, time.perf_counter()
+            if step % cfg.save_every == 0:
+                save_state()
+        bar.close()
+        epoch += 1
+        record: dict = {"epoch": epoch, "step": step}
+        save_matcher_state(model, out / "last.pt")
+        if val:
+            _, _, _, metrics = score_and_measure(
+                cache, model, cfg.direction, val, device, batch_size=cfg.batch_size, workers=0
+            )
+            record.update(metrics.as_dict())
+            log.info("epoch %d validation: %s", epoch, json.dumps(metrics.as_dict()))
+            if metrics.iou > best_iou:
+                best_iou = metrics.iou
+                save_matcher_state(model, out / "best.pt")
+        history["epochs"].append(record)
+        save_state()
+        plot_curves(history, out / "curves.png")
+    if not val:
+        save_matcher_state(model, out / "best.pt")
+    return history
+
+
+def _load_state(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise bad_file(path, f"unreadable training state ({type(exc).__name__})") from None
+
+
+def _jsonable(cfg: TrainConfig) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}

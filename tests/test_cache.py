@@ -1,0 +1,124 @@
+"""Shards, manifest, lock and atomic writes: nothing half-written is ever read as good."""
+
+import json
+
+import numpy as np
+import pytest
+
+from omama.atomic import atomic_path, write_json
+from omama.cache.manifest import Manifest, cache_lock, check_settings, load_manifest, save_manifest
+from omama.cache.reader import Cache
+from omama.cache.records import CandidateRecord, ImageRecord
+from omama.cache.shards import ShardWriter
+from omama.errors import OmamaError
+
+
+def image_record(rng, k=2):
+    return ImageRecord(
+        tokens=rng.standard_normal((12, 768)).astype(np.float16),
+        image=rng.integers(0, 255, (42, 56, 3), dtype=np.uint8),
+        grid=(3, 4),
+        orig_hw=(45, 60),
+        obj_names=[f"obj {i}" for i in range(k)],
+        obj_desc=rng.standard_normal((k, 1536)).astype(np.float32),
+        obj_box=rng.random((k, 4)).astype(np.float32),
+        obj_rle=[json.dumps({"size": [90, 120], "counts": "abc"})] * k,
+    )
+
+
+def cand_record(rng, n=5):
+    return CandidateRecord(
+        desc=rng.standard_normal((n, 1536)).astype(np.float32),
+        boxes=rng.random((n, 4)).astype(np.float32),
+        adj=rng.random((n, n)) < 0.5,
+        rle=[json.dumps({"size": [42, 56], "counts": str(i)}) for i in range(n)],
+        anchor=np.array([1, -1], dtype=np.int32),
+    )
+
+
+def test_shards_roll_publish_and_read_back(tmp_path):
+    rng = np.random.default_rng()
+    manifest = Manifest(settings={"a": 1})
+
+    def publish(name, info, images, cands):
+        manifest.shards[name] = info
+        manifest.images.update({k: name for k in images})
+        for d, k in cands:
+            manifest.candidates.setdefault(d, {})[k] = name
+        save_manifest(tmp_path, manifest)
+
+    writer = ShardWriter(tmp_path, "exo2ego-train", publish, max_records=3)
+    recs = {f"t/cam01/{i}": (image_record(rng), cand_record(rng)) for i in range(4)}
+    for key, (img, cand) in recs.items():
+        writer.add_image(key, img)
+        writer.add_candidates("exo2ego", key, cand)
+    assert len(manifest.shards) == 2  # 8 records, 3 per shard -> 2 published, 1 open
+    writer.close_shard()
+    assert len(manifest.shards) == 3
+    assert not list((tmp_path / "shards").glob("*.tmp"))
+    cache = Cache(tmp_path)
+    for key, (img, cand) in recs.items():
+        np.testing.assert_array_equal(cache.tokens(key), img.tokens)
+        np.testing.assert_array_equal(cache.obj_desc(key, 1), img.obj_desc[1])
+        g = cache.cand_group("exo2ego", key)
+        np.testing.assert_array_equal(g["adj"][()].astype(bool), cand.adj)
+        np.testing.assert_array_equal(g["desc"][[1, 3]], cand.desc[[1, 3]])
+        assert cache.cand_rle("exo2ego", key, 2) == json.loads(cand.rle[2])
+        assert cache.grid(key) == (3, 4)
+
+
+def test_unfinished_shard_is_dropped_and_never_listed(tmp_path):
+    rng = np.random.default_rng()
+    published = []
+    writer = ShardWriter(tmp_path, "p", lambda *a: published.append(a), max_records=10)
+    writer.add_image("t/c/0", image_record(rng))
+    # the process dies here: a .tmp shard stays on disk, unlisted
+    assert list((tmp_path / "shards").glob("*.tmp")) and not published
+    ShardWriter(tmp_path, "p", lambda *a: None)  # the rerun removes it
+    assert not list((tmp_path / "shards").glob("*.tmp"))
+
+
+def test_settings_mismatch_is_refused(tmp_path):
+    check_settings(tmp_path, {"w": "abc", "patch": 14}, {"w": "abc", "patch": 14})
+    with pytest.raises(OmamaError, match="manifest.json: cache was built with w='abc'"):
+        check_settings(tmp_path, {"w": "abc"}, {"w": "def"})
+
+
+def test_manifest_round_trip_and_missing_cache(tmp_path):
+    assert load_manifest(tmp_path) is None
+    with pytest.raises(OmamaError, match="no cache here"):
+        Cache(tmp_path)
+    m = Manifest(settings={"x": 1}, images={"a/b/1": "s.h5"})
+    save_manifest(tmp_path, m)
+    assert load_manifest(tmp_path).images == {"a/b/1": "s.h5"}
+    (tmp_path / "manifest.json").write_text("{broken")
+    with pytest.raises(OmamaError, match="unreadable manifest"):
+        load_manifest(tmp_path)
+
+
+def test_second_writer_is_refused(tmp_path):
+    with cache_lock(tmp_path):
+        with pytest.raises(OmamaError, match="another omama-precompute"):
+            with cache_lock(tmp_path):
+                pass
+    with cache_lock(tmp_path):  # released again
+        pass
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "x.json"
+    write_json({"v": 1}, target)
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_unwritable_folder_is_one_clear_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OmamaError, match="cannot write here") as err:
+        write_json({}, blocker / "sub" / "x.json")
+    assert "\n" not in str(err.value)
