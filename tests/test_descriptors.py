@@ -164,8 +164,8 @@ def test_descriptors_real_size_ego(seed):
 
 
 def test_descriptors_real_size_exo(seed):
-    dense, masks, boxes = make_case(seed, (38, 68), 24)
-    assert dense.shape == (768, 133, 238) and masks.shape == (24, 532, 952)
+    dense, masks, boxes = make_case(seed, (38, 68), 16)
+    assert dense.shape == (768, 133, 238) and masks.shape == (16, 532, 952)
     got = mask_descriptors(dense, masks, boxes)
     torch.testing.assert_close(got, loop_descriptors(dense, masks, boxes), atol=1e-5, rtol=0)
 
@@ -210,6 +210,10 @@ def test_descriptors_explicit_crop_size_and_empty_input():
     torch.testing.assert_close(a, b)
     empty = mask_descriptors(dense, masks[:0], boxes[:0])
     assert empty.shape == (0, 10)
+    with pytest.raises(ValueError):
+        mask_descriptors(dense, torch.ones(2, 60, 60), boxes)  # 60 // 4 != 14
+    with pytest.raises(ValueError):
+        mask_descriptors(dense, masks, boxes[:1])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

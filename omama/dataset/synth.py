@@ -477,7 +477,7 @@ def _make_objects(
             radii[i] = min(radii[i], 0.07)
             pos = np.array(
                 [
-                    anchor - abs(f - f_frame) * 0.055 * u + (f - f_frame) * 0.01 * v
+                    anchor - abs(f - f_frame) * 0.09 * u + (f - f_frame) * 0.01 * v
                     for f in range(n_frames)
                 ]
             )
@@ -535,7 +535,7 @@ def _hand_polygon(rng: np.random.Generator, hw: tuple[int, int]) -> list[np.ndar
         tip = (fx + rng.normal(0, 0.1) * ax, cy - ay * rng.uniform(1.6, 2.2))
         finger = cv2.ellipse2Poly(
             (int((fx + tip[0]) / 2), int((cy + tip[1]) / 2)),
-            (max(2, int(ax * 0.14)), max(3, int((cy - tip[1]) / 2))),
+            (max(2, int(ax * 0.2)), max(3, int((cy - tip[1]) / 2))),
             int(np.degrees(np.arctan2(tip[0] - fx, cy - tip[1]))),
             0,
             360,
@@ -693,11 +693,11 @@ def perturb_mask(gt: np.ndarray, rng: np.random.Generator, lo=0.6, hi=0.9) -> np
         else:
             m = cv2.dilate(_shifted(g, k * np.cos(direction), k * np.sin(direction)), _disk(1))
         iou = mask_iou(m, g)
-        if 0.5 < iou < 1.0 and abs(iou - target) < best_err:
+        if lo - 0.05 <= iou <= min(hi + 0.05, 0.97) and abs(iou - target) < best_err:
             best, best_err = m, abs(iou - target)
         if iou < target:
             break
-    if best is None or best_err > 0.1:  # thin or tiny masks: flip boundary pixels instead
+    if best is None:  # thin or tiny masks: flip boundary pixels instead
         best = g.copy()
         inner = np.argwhere(g.astype(bool) & ~cv2.erode(g, _disk(1)).astype(bool))
         outer = np.argwhere(cv2.dilate(g, _disk(1)).astype(bool) & ~g.astype(bool))
@@ -798,7 +798,9 @@ def make_candidates(
         if rng.random() < 0.25 and m.sum() > 8 * min_px:
             m = _part(m, rng)
         elif rng.random() < 0.15 and gts:
-            m = m | gts[int(rng.integers(len(gts)))]  # a region merged with an object
+            g = gts[int(rng.integers(len(gts)))]
+            if m.sum() >= 0.5 * g.sum():  # a region merged with an object (IoU <= 2/3)
+                m = m | g
         add(m)
     while len(out) < n_target:
         m = _blob(rng, hw)
@@ -807,7 +809,7 @@ def make_candidates(
         if m.sum() >= min_px:
             add(m)
     order = rng.permutation(len(out))
-    return np.stack([out[i] for i in order]).astype(np.uint8)
+    return np.stack([out[i] for i in order])
 
 
 # ---------------------------------------------------------------------------- takes
@@ -894,6 +896,9 @@ def _build_take(
             step = rng.normal(size=2)
             step *= rng.uniform(0.06, 0.16) / (np.linalg.norm(step) + 1e-9)
             centres[f] = np.clip(prev + step, 0.25, 0.75)
+        if frames > 1:  # and at another frame it looks away, so it misses that object there
+            f_away = (f_star + int(rng.integers(1, frames))) % frames
+            centres[f_away] = np.clip(0.5 - 0.25 * u + rng.normal(0, 0.05, size=2), 0.25, 0.75)
         thetas = rng.uniform(-np.pi, np.pi) + np.cumsum(rng.normal(0, 0.15, size=frames))
         ego = _Cam(
             EGO_CAM,

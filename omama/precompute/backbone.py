@@ -103,7 +103,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except OmamaError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any reader failure becomes one user-facing line
+    except Exception as exc:  # any reader failure becomes one user-facing line
         msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise bad_file(path, f"cannot read weights ({type(exc).__name__}: {msg})") from exc
     # Training checkpoints sometimes nest the weights.

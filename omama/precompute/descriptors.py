@@ -149,6 +149,11 @@ def mask_descriptors(
     if N == 0:
         return torch.zeros(0, 2 * C, dtype=torch.float32, device=dense.device)
     hw = (int(masks.shape[1]), int(masks.shape[2])) if crop_hw is None else crop_hw
+    if (int(hw[0]) // REDUCTION, int(hw[1]) // REDUCTION) != tuple(dense.shape[1:]):
+        raise ValueError(
+            f"crop size {hw[0]}x{hw[1]} does not fit a {dense.shape[1]}x{dense.shape[2]} dense "
+            f"map (expected a quarter of the crop)"
+        )
     mask_part = _mask_part(dense, masks)
     ctx_part = _context_part(dense, context_windows(boxes, hw))
     return torch.cat([mask_part, ctx_part], dim=1)

@@ -149,6 +149,11 @@ class PrepareDataset(Dataset):
         return out
 
 
+def _as_is(item: dict) -> dict:
+    """Keep prepared items as numpy; the default would turn tuples into lists."""
+    return item
+
+
 def _resolve_weights(cfg: PrecomputeConfig, cache: Path) -> Path:
     if cfg.random_init == (cfg.weights is not None):
         raise OmamaError("give exactly one of --weights FILE or --random-init")
@@ -257,7 +262,7 @@ class _Computer:
             masks = torch.from_numpy(item["cand_masks"]).to(self.device)
             boxes = torch.from_numpy(item["cand_boxes"]).to(self.device)
             cand_desc = descriptors.mask_descriptors(dense, masks, boxes)
-            nonempty = item["obj_masks"].reshape(len(item["obj_masks"]), -1).any(axis=1)
+            nonempty = item["obj_masks"].any(axis=(1, 2))
             anchor = np.full(len(nonempty), -1, dtype=np.int32)
             for k in np.flatnonzero(nonempty):
                 anchor[k] = descriptors.anchor_index(item["cand_boxes"], obj_boxes[k])
@@ -370,6 +375,7 @@ def _compute(
     loader = DataLoader(
         PrepareDataset(jobs, root=Path(cfg.root), masks_dir=masks_dir, ann=ann),
         batch_size=None,
+        collate_fn=_as_is,
         num_workers=cfg.workers,
         prefetch_factor=4 if cfg.workers else None,
         persistent_workers=False,
