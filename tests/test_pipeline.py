@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import precompute_config
 from pycocotools import mask as mask_utils
 from scipy.spatial import Delaunay
 from test_descriptors import loop_descriptors
 
-from conftest import precompute_config
 from omama.cache.reader import Cache
 from omama.errors import OmamaError
 from omama.precompute.backbone import load_backbone, patch_tokens, save_random_init
