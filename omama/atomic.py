@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -45,7 +46,12 @@ def write_json(obj: Any, path: str | Path, indent: int | None = None) -> None:
 
 
 def write_torch(obj: Any, path: str | Path) -> None:
+    """torch.save through a file object: the archive name inside is then fixed ("archive"),
+    not the random temp name, so the same tensors always give the same bytes."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        try:
+            torch.save(obj, fh)
+        except RuntimeError:  # torch reports a failed write (disk full, quota) this way
+            raise OSError(errno.EIO, "short write: disk full or over quota?") from None

@@ -50,8 +50,25 @@ def _parse_value(kind: type, raw: str) -> Any:
     return kind(raw)
 
 
+def _converter(kind: type) -> Any:
+    """argparse's type callable; its __name__ is what a bad value's message calls the type."""
+
+    def convert(raw: str) -> Any:
+        return _parse_value(kind, raw)
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one `prog: error: ...` line and exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise OmamaError(f"{message} (see --help)")
+
+
 def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog=prog,
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -78,7 +95,7 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
             continue
         parser.add_argument(
             flag,
-            type=lambda raw, k=kind: _parse_value(k, raw),
+            type=_converter(kind),
             choices=f.metadata.get("choices"),
             default=argparse.SUPPRESS,
             help=f"{help_text} (default: {default})",

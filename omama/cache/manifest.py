@@ -31,6 +31,8 @@ class Manifest:
     images: dict[str, str] = field(default_factory=dict)  # image key -> shard
     candidates: dict[str, dict[str, str]] = field(default_factory=dict)  # direction -> key -> shard
     splits: dict[str, int] = field(default_factory=dict)  # "direction/split" -> sample count
+    # "direction/split" -> {pairs_fraction, seed, ...} for splits built from --pairs-fraction
+    subsets: dict[str, dict] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -40,6 +42,7 @@ class Manifest:
             "images": self.images,
             "candidates": self.candidates,
             "splits": self.splits,
+            "subsets": self.subsets,
         }
 
 
@@ -65,6 +68,7 @@ def load_manifest(cache: Path) -> Manifest | None:
         images=data["images"],
         candidates=data["candidates"],
         splits=data.get("splits", {}),
+        subsets=data.get("subsets", {}),
     )
 
 

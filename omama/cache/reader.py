@@ -8,12 +8,28 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from omama.cache import quant
 from omama.cache.manifest import Manifest, load_manifest, load_samples, manifest_path
 from omama.cache.records import Sample
 from omama.cache.shards import ShardReader, read_rle
 from omama.errors import OmamaError, bad_file
 
 log = logging.getLogger(__name__)
+
+
+def read_tokens(group: h5py.Group, out: np.ndarray | None = None) -> np.ndarray:
+    """An image record's patch tokens as float16 [T, 768], whichever way they are stored.
+
+    The one place that knows the 8-bit layout (`tokens` int8 + `token_scale`): training,
+    evaluation and a later precompute run all read tokens through here.
+    """
+    ds = group["tokens"]
+    if "token_scale" in group:
+        return quant.dequantize(ds[()], group["token_scale"][()], out)
+    if out is None:
+        return ds[()]
+    ds.read_direct(out)
+    return out
 
 
 class Cache:
@@ -64,11 +80,7 @@ class Cache:
         return tuple(int(v) for v in self.image_group(key).attrs["grid"])
 
     def tokens(self, key: str, out: np.ndarray | None = None) -> np.ndarray:
-        ds = self.image_group(key)["tokens"]
-        if out is None:
-            return ds[()]
-        ds.read_direct(out)
-        return out
+        return read_tokens(self.image_group(key), out)
 
     def obj_desc(self, key: str, k: int) -> np.ndarray:
         return self.image_group(key)["obj_desc"][k]

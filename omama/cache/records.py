@@ -24,6 +24,8 @@ class ImageRecord:
     obj_desc: np.ndarray  # float32 [K, 1536] descriptor of each annotated object's mask
     obj_box: np.ndarray  # float32 [K, 4] tight box (x, y, w, h) in the crop frame
     obj_rle: list[str]  # JSON of each object's RLE at annotation resolution (ground truth)
+    # 8-bit storage (--features int8): `tokens` are int8 and this is their fp16 scale per token
+    token_scale: np.ndarray | None = None
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """HDF5 shards: bounded files of image and candidate records, written whole or not at all.
 
 Layout inside a shard:
-  img/{take}/{cam}/{frame}/          tokens f16 [T,768], image u8 [H,W,3], obj_desc, obj_box,
+  img/{take}/{cam}/{frame}/          tokens f16 [T,768] (or int8 + token_scale f16 [T]),
+                                     image u8 [H,W,3], obj_desc, obj_box,
                                      obj_names, obj_rle; attrs grid, orig_hw
   cand/{direction}/{take}/{cam}/{frame}/  desc f32 [N,1536], boxes, adj u8 [N,N], rle, anchor
 Datasets are contiguous and uncompressed so a training read of a few descriptor rows or one
@@ -10,10 +11,11 @@ adjacency row touches only those bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
@@ -62,9 +64,38 @@ class ShardWriter:
             self._file = h5py.File(self.dir / (self._name + ".tmp"), "w", libver="latest")
         return self._file
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write (disk full, quota, I/O error) becomes one line; the open shard is
+        dropped, and every shard already listed in the manifest stays whole."""
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:  # h5py raises both, with multi-line messages
+            where = self.dir / (self._name + ".tmp") if self._name else self.dir
+            self.abort()
+            raise bad_file(
+                where,
+                f"cannot write cache shard ({_reason(exc)}); the shards already listed in "
+                "manifest.json are intact, rerun to continue",
+            ) from None
+
     def add_image(self, key: str, rec: ImageRecord) -> None:
+        with self._writing():
+            self._add_image(key, rec)
+        self._maybe_roll()
+
+    def add_candidates(self, direction: str, key: str, rec: CandidateRecord) -> None:
+        with self._writing():
+            self._add_candidates(direction, key, rec)
+        self._maybe_roll()
+
+    def _add_image(self, key: str, rec: ImageRecord) -> None:
         g = self._open().create_group(f"img/{key}")
-        g.create_dataset("tokens", data=rec.tokens.astype(np.float16))
+        if rec.token_scale is None:
+            g.create_dataset("tokens", data=rec.tokens.astype(np.float16))
+        else:  # 8-bit storage: int8 values, one fp16 scale per token (omama.cache.quant)
+            g.create_dataset("tokens", data=rec.tokens.astype(np.int8))
+            g.create_dataset("token_scale", data=rec.token_scale.astype(np.float16))
         g.create_dataset("image", data=rec.image)
         g.create_dataset("obj_desc", data=rec.obj_desc.astype(np.float32).reshape(-1, 1536))
         g.create_dataset("obj_box", data=rec.obj_box.astype(np.float32).reshape(-1, 4))
@@ -74,9 +105,8 @@ class ShardWriter:
         g.attrs["orig_hw"] = rec.orig_hw
         self._images.append(key)
         self._bytes += rec.tokens.nbytes + rec.image.nbytes + rec.obj_desc.nbytes
-        self._maybe_roll()
 
-    def add_candidates(self, direction: str, key: str, rec: CandidateRecord) -> None:
+    def _add_candidates(self, direction: str, key: str, rec: CandidateRecord) -> None:
         g = self._open().create_group(f"cand/{direction}/{key}")
         g.create_dataset("desc", data=rec.desc.astype(np.float32))
         g.create_dataset("boxes", data=rec.boxes.astype(np.float32))
@@ -85,7 +115,6 @@ class ShardWriter:
         g.create_dataset("anchor", data=rec.anchor.astype(np.int32))
         self._cands.append((direction, key))
         self._bytes += rec.desc.nbytes + rec.adj.size
-        self._maybe_roll()
 
     def _maybe_roll(self) -> None:
         if (
@@ -100,22 +129,40 @@ class ShardWriter:
             return
         from omama.cache.manifest import file_sha256
 
-        self._file.close()
-        tmp = self.dir / (self._name + ".tmp")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
         final = self.dir / self._name
-        os.replace(tmp, final)
-        info = {"sha256": file_sha256(final), "bytes": final.stat().st_size}
+        with self._writing():
+            self._file.close()
+            tmp = self.dir / (self._name + ".tmp")
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            info = {"sha256": file_sha256(final), "bytes": final.stat().st_size}
         self.on_publish(self._name, info, self._images, self._cands)
-        log.debug("published %s (%d images, %d candidate sets)", *info, len(self._cands))
+        log.debug(
+            "published %s (%d images, %d candidate sets)",
+            self._name,
+            len(self._images),
+            len(self._cands),
+        )
         self._file, self._images, self._cands, self._bytes = None, [], [], 0
 
     def abort(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except Exception:  # a failing disk may refuse even the close; the file goes anyway
+                log.debug("closing the unfinished shard failed", exc_info=True)
             (self.dir / (self._name + ".tmp")).unlink(missing_ok=True)
             self._file = None
+
+
+def _reason(exc: BaseException) -> str:
+    """An I/O error as a few words: the errno's text, else the first line of the message."""
+    code = getattr(exc, "errno", None)
+    if code:
+        return os.strerror(code)
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__
 
 
 class ShardReader:
@@ -157,6 +204,7 @@ class ShardReader:
 def read_image_record(g: h5py.Group) -> ImageRecord:
     return ImageRecord(
         tokens=g["tokens"][()],
+        token_scale=g["token_scale"][()] if "token_scale" in g else None,
         image=g["image"][()],
         grid=tuple(int(v) for v in g.attrs["grid"]),
         orig_hw=tuple(int(v) for v in g.attrs["orig_hw"]),

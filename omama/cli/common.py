@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -10,9 +11,12 @@ from omama.errors import OmamaError
 
 
 def setup_logging(verbose: bool = False) -> None:
+    # under torchrun, say which rank speaks (every rank logs to the same terminal)
+    world = os.environ.get("WORLD_SIZE", "1")
+    rank = f" [rank {os.environ.get('RANK', '?')}]" if world not in ("", "1") else ""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s{rank} %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )

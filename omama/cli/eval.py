@@ -11,7 +11,8 @@ from omama.predict.evaluate import EvalConfig, run_eval
 DESCRIPTION = (
     "Score every candidate of every pair of a cached split, write the predictions as RLE JSON "
     "in the official challenge format (and the ground truth used, unless --gt), and print the "
-    "official metrics; the last line is one JSON object of them."
+    "official metrics; the last line is one JSON object of them. Under torchrun the ranks "
+    "share the scoring and rank 0 writes the same JSON a single process would."
 )
 
 
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         cfg = parse_config(EvalConfig, argv, "omama-eval", DESCRIPTION)
         metrics = run_eval(cfg)
+        if metrics is None:  # a torchrun rank other than 0: rank 0 reports
+            return 0
         m = metrics.as_dict()
         print(f"predictions {cfg.out}")
         for name in ("iou", "shape_acc", "location_score", "balanced_acc", "n"):

@@ -3,26 +3,47 @@
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 
+from omama.cache.verify import verify_cache
 from omama.cli.common import run_cli
-from omama.config import parse_config
+from omama.config import parse_config, require
+from omama.errors import OmamaError
 from omama.precompute.pipeline import PrecomputeConfig, run_precompute
+from omama.precompute.plan import dry_run
+
+log = logging.getLogger("omama.cli.precompute")
 
 DESCRIPTION = (
     "Run DINOv2 ViT-B/14 (registers) once per unique image of a split's pairs and write HDF5 "
     "shards with features, images, candidate masks, adjacency and descriptors. Rerun the same "
-    "command to resume; run it for other splits and directions into the same --cache."
+    "command to resume; run it for other splits and directions into the same --cache. "
+    "Under torchrun each rank computes its own part of the images, then rank 0 merges; for "
+    "job arrays use --shard-index/--num-shards (the last part to finish merges, or --merge)."
 )
 
 
 def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         cfg = parse_config(PrecomputeConfig, argv, "omama-precompute", DESCRIPTION)
+        if cfg.verify:
+            require(cfg, "cache")
+            return verify(Path(cfg.cache))
+        if cfg.dry_run:
+            print(dry_run(cfg))
+            return 0
         report = run_precompute(cfg)
+        where = f"cache {cfg.cache}" + (f" part {report.part}" if report.part else "")
+        listed = (
+            f"{report.samples} {cfg.direction} {cfg.split} samples"
+            if not report.part or report.merged
+            else "samples listed once every part is merged"
+        )
         print(
-            f"cache {cfg.cache}: {report.images_computed} images and "
+            f"{where}: {report.images_computed} images and "
             f"{report.candidate_sets_computed} candidate sets computed, "
-            f"{report.images_reused} reused, {report.samples} {cfg.direction} {cfg.split} samples, "
+            f"{report.images_reused} reused, {listed}, "
             f"{len(report.bad)} bad items, {report.seconds:.1f} s"
         )
         print(
@@ -37,6 +58,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli("omama-precompute", work)
+
+
+def verify(cache: Path) -> int:
+    """Print a summary of a good cache; log every problem of a bad one and fail with the first."""
+    report = verify_cache(cache)
+    for problem in report.problems:
+        log.error("%s", problem)
+    if report.problems:
+        n = len(report.problems)
+        raise OmamaError(f"{report.problems[0]} ({n} problem{'s' if n > 1 else ''} in all)")
+    print(
+        f"cache {cache}: OK, {report.shards} shards (sha256 match), {report.images} images, "
+        f"{report.candidate_sets} candidate sets, {report.samples} samples"
+    )
+    return 0
 
 
 if __name__ == "__main__":

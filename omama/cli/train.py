@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from omama import dist
 from omama.cli.common import run_cli
 from omama.config import parse_config
 from omama.train.loop import TrainConfig, run_train
@@ -9,7 +10,9 @@ from omama.train.loop import TrainConfig, run_train
 DESCRIPTION = (
     "Train the O-MaMa cross-attention matcher from a cache made by omama-precompute. Writes "
     "OUT/last.pt and OUT/best.pt (plain state_dicts with O-MaMa's keys), OUT/state.pt for "
-    "--resume, OUT/log.json and OUT/curves.png."
+    "--resume, OUT/log.json and OUT/curves.png. Under torchrun (e.g. `torchrun "
+    "--nproc_per_node=8 -m omama.cli.train ...`) it trains with DistributedDataParallel: "
+    "--batch-size stays the global batch, split evenly over the ranks."
 )
 
 
@@ -17,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         cfg = parse_config(TrainConfig, argv, "omama-train", DESCRIPTION)
         history = run_train(cfg)
+        if not dist.is_main(dist.from_env()):  # torchrun: rank 0 reports
+            return 0
         last = history["epochs"][-1] if history["epochs"] else {}
         print(f"run {cfg.out}: best.pt, last.pt, log.json, curves.png; last epoch {last}")
         return 0

@@ -2,25 +2,191 @@
 
 Each item is a pure function of (seed, epoch, index), so any worker count, a resumed run or
 another rank draws the same candidates for the same sample.
+
+Reads: shard datasets are contiguous and uncompressed, so once a record's byte extents are known
+(looked up through h5py once per record and process, kept in a bounded memo) a sample is a few
+positional reads of exactly the bytes it uses: the two token blocks, the anchor, one adjacency
+row and the descriptor rows it draws. Each read is announced to the kernel first
+(POSIX_FADV_WILLNEED), so cold reads from disk overlap instead of queueing one behind another.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from omama.cache import quant
 from omama.cache.reader import Cache
 from omama.loader.sampling import choose_negatives
+
+_MEMO_RECORDS = 4096  # record extents kept per process (a few hundred bytes each)
+_IMAGE_FIELDS = ("tokens", "token_scale", "obj_desc")
+_CAND_FIELDS = ("desc", "adj", "anchor")
 
 
 def read_rows(ds, rows: np.ndarray) -> np.ndarray:
     """Read only the given rows (h5py wants them sorted and unique), in the given order."""
     uniq, inverse = np.unique(rows, return_inverse=True)
     return ds[uniq][inverse]
+
+
+@dataclass(frozen=True)
+class Extent:
+    """Where a contiguous, uncompressed dataset's bytes lie in its shard file."""
+
+    offset: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+
+def extent(ds: h5py.Dataset) -> Extent | None:
+    """The dataset's extent, or None when only HDF5 can read it (chunked, external, not yet
+    allocated, empty, or a non-native or variable-length dtype)."""
+    if ds.dtype.hasobject or not ds.dtype.isnative or ds.size == 0:
+        return None
+    offset = ds.id.get_offset()
+    plist = ds.id.get_create_plist()
+    if offset is None or plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_external_count():
+        return None
+    return Extent(int(offset), tuple(int(v) for v in ds.shape), ds.dtype)
+
+
+def read_at(fd: int, out: np.ndarray, offset: int) -> None:
+    """Fill the C-contiguous array `out` with the file's bytes from `offset` (positional read:
+    the file position HDF5 may rely on is untouched)."""
+    view = memoryview(out).cast("B")
+    done = 0
+    while done < len(view):
+        if hasattr(os, "preadv"):
+            n = os.preadv(fd, [view[done:]], offset + done)
+        else:  # platforms without preadv: one copy more
+            chunk = os.pread(fd, len(view) - done, offset + done)
+            n = len(chunk)
+            view[done : done + n] = chunk
+        if n <= 0:
+            raise OSError(f"short read at byte {offset + done} of a cache shard")
+        done += n
+
+
+def _runs(sorted_rows: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) index ranges of consecutive values in a sorted unique array."""
+    breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
+    edges = [0, *breaks.tolist(), len(sorted_rows)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+@dataclass(frozen=True)
+class _Record:
+    shard: str
+    path: str
+    fields: dict[str, Extent | None]  # None: read through h5py
+
+
+class RecordReader:
+    """Reads record fields by extent (pread) when it can, through h5py otherwise.
+
+    Holds no file handles of its own: file descriptors come from the cache's per-process
+    ShardReader on each read, so it is safe across DataLoader forks and a closed cache.
+    """
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+        self._memo: OrderedDict[str, _Record] = OrderedDict()
+
+    def _record(self, shard: str, path: str, names: Sequence[str]) -> _Record:
+        rec = self._memo.get(path)
+        if rec is not None:
+            self._memo.move_to_end(path)
+            return rec
+        group = self.cache.shards.group(shard, path)
+        fields = {name: extent(group[name]) for name in names if name in group}
+        rec = _Record(shard, path, fields)
+        self._memo[path] = rec
+        if len(self._memo) > _MEMO_RECORDS:
+            self._memo.popitem(last=False)
+        return rec
+
+    def image(self, key: str) -> _Record:
+        shard = self.cache.manifest.images.get(key)
+        if shard is None:
+            self.cache.image_group(key)  # raises the cache's one-line error
+        return self._record(shard, f"img/{key}", _IMAGE_FIELDS)
+
+    def cands(self, direction: str, key: str) -> _Record:
+        shard = self.cache.manifest.candidates.get(direction, {}).get(key)
+        if shard is None:
+            self.cache.cand_group(direction, key)  # raises the cache's one-line error
+        return self._record(shard, f"cand/{direction}/{key}", _CAND_FIELDS)
+
+    def _fd(self, rec: _Record) -> int:
+        return self.cache.shards.file(rec.shard).id.get_vfd_handle()
+
+    def _dataset(self, rec: _Record, name: str) -> h5py.Dataset:
+        return self.cache.shards.group(rec.shard, rec.path)[name]
+
+    def shape(self, rec: _Record, name: str) -> tuple[int, ...]:
+        ext = rec.fields[name]
+        return ext.shape if ext is not None else tuple(self._dataset(rec, name).shape)
+
+    def hint(self, rec: _Record, name: str, rows: Sequence[int] | None = None) -> None:
+        """Tell the kernel these bytes are wanted soon (no-op where unsupported)."""
+        ext = rec.fields.get(name)
+        if ext is None or not hasattr(os, "posix_fadvise"):
+            return
+        fd = self._fd(rec)
+        if rows is None:
+            size = ext.row_bytes * (ext.shape[0] if ext.shape else 1)
+            os.posix_fadvise(fd, ext.offset, size, os.POSIX_FADV_WILLNEED)
+            return
+        for r in rows:
+            start = ext.offset + int(r) * ext.row_bytes
+            os.posix_fadvise(fd, start, ext.row_bytes, os.POSIX_FADV_WILLNEED)
+
+    def whole(self, rec: _Record, name: str) -> np.ndarray:
+        ext = rec.fields[name]
+        if ext is None:
+            return self._dataset(rec, name)[()]
+        out = np.empty(ext.shape, ext.dtype)
+        read_at(self._fd(rec), out, ext.offset)
+        return out
+
+    def rows(self, rec: _Record, name: str, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The given rows in the given order; each distinct row is read once."""
+        rows = np.asarray(rows, dtype=np.int64)
+        ext = rec.fields[name]
+        if ext is None:
+            return read_rows(self._dataset(rec, name), rows)
+        n = ext.shape[0]
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise IndexError(f"row out of range 0..{n - 1} in {rec.path}/{name}")
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        out = np.empty((len(uniq), *ext.shape[1:]), ext.dtype)
+        fd = self._fd(rec)
+        for a, b in _runs(uniq):
+            read_at(fd, out[a:b], ext.offset + int(uniq[a]) * ext.row_bytes)
+        return (
+            out
+            if len(uniq) == len(rows) and (inverse == np.arange(len(rows))).all()
+            else out[inverse]
+        )
+
+    def tokens(self, rec: _Record) -> np.ndarray:
+        """float16 [T, 768], whichever way they are stored (see omama.cache.quant)."""
+        if "token_scale" in rec.fields:
+            return quant.dequantize(self.whole(rec, "tokens"), self.whole(rec, "token_scale"))
+        return self.whole(rec, "tokens")
 
 
 class TrainSamples(Dataset):
@@ -30,6 +196,7 @@ class TrainSamples(Dataset):
         self.samples = cache.samples(direction, split)
         self.n_masks = n_masks
         self.seed = seed
+        self.reader = RecordReader(cache)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -38,27 +205,38 @@ class TrainSamples(Dataset):
         epoch, i = index
         s = self.samples[i]
         rng = np.random.default_rng([self.seed, epoch, i])
-        cache = self.cache
-        src_g = cache.image_group(s.src)
-        dst_g = cache.image_group(s.dst)
-        cand_g = cache.cand_group(self.direction, s.dst)
-        anchor = int(cand_g["anchor"][s.dst_k]) if s.dst_k >= 0 else -1
-        n_cands = cand_g["desc"].shape[0]
-        adj_row = cand_g["adj"][anchor] if anchor >= 0 else None
+        io = self.reader
+        src, dst = io.image(s.src), io.image(s.dst)
+        cand = io.cands(self.direction, s.dst)
+        # The reads that depend on nothing are announced first, so cold ones overlap.
+        for rec in (src, dst):
+            io.hint(rec, "tokens")
+            io.hint(rec, "token_scale")
+        io.hint(src, "obj_desc", [s.src_k])
+        if s.dst_k >= 0:
+            io.hint(dst, "obj_desc", [s.dst_k])
+            anchor = int(io.rows(cand, "anchor", [s.dst_k])[0])
+        else:
+            anchor = -1
+        n_cands = io.shape(cand, "desc")[0]
+        adj_row = io.rows(cand, "adj", [anchor])[0] if anchor >= 0 else None
         negatives = choose_negatives(n_cands, self.n_masks, anchor, adj_row, rng)
         if anchor >= 0:  # visible: the positive is the ground-truth mask's own descriptor
-            positive = dst_g["obj_desc"][s.dst_k]
-            neg_desc = read_rows(cand_g["desc"], negatives)
+            io.hint(cand, "desc", negatives)
+            positive = io.rows(dst, "obj_desc", [s.dst_k])[0]
+            neg_desc = io.rows(cand, "desc", negatives)
         else:  # invisible: a random candidate stands in, and the loss ignores the sample
             pos_idx = int(rng.integers(n_cands))
-            both = read_rows(cand_g["desc"], np.append(negatives, pos_idx))
+            wanted = np.append(negatives, pos_idx)
+            io.hint(cand, "desc", wanted)
+            both = io.rows(cand, "desc", wanted)
             neg_desc, positive = both[:-1], both[-1]
         slot = int(rng.integers(0, self.n_masks))
         cand_desc = np.insert(neg_desc, slot, positive, axis=0)
         return {
-            "src_tokens": torch.from_numpy(src_g["tokens"][()]),
-            "dst_tokens": torch.from_numpy(dst_g["tokens"][()]),
-            "src_desc": torch.from_numpy(src_g["obj_desc"][s.src_k]),
+            "src_tokens": torch.from_numpy(io.tokens(src)),
+            "dst_tokens": torch.from_numpy(io.tokens(dst)),
+            "src_desc": torch.from_numpy(io.rows(src, "obj_desc", [s.src_k])[0]),
             "cand_desc": torch.from_numpy(np.ascontiguousarray(cand_desc)),
             "pos_index": torch.tensor(slot, dtype=torch.long),
             "visible": torch.tensor(float(anchor >= 0)),

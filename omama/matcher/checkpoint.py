@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from omama.atomic import write_torch
 from omama.errors import bad_file
 from omama.matcher.model import OMaMaMatcher
 
@@ -164,19 +163,5 @@ def _check_direction(
 
 def save_matcher_state(model: OMaMaMatcher, path: str | Path) -> None:
     """Write a plain state_dict (reference key names) atomically: temp file, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_torch(state, path)  # a failed write is one line and leaves the old file intact

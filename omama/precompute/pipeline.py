@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +19,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from omama import rle
+from omama import dist, rle
 from omama.atomic import write_json
+from omama.cache import quant
 from omama.cache.manifest import (
     Manifest,
     cache_lock,
@@ -28,6 +30,7 @@ from omama.cache.manifest import (
     save_manifest,
     save_samples,
 )
+from omama.cache.reader import read_tokens
 from omama.cache.records import CandidateRecord, ImageRecord, Sample, image_key
 from omama.cache.shards import ShardReader, ShardWriter
 from omama.config import default_device, default_workers, opt
@@ -41,10 +44,12 @@ from omama.dataset.layout import (
     default_pairs_path,
     image_path,
     load_pairs,
+    split_takes,
     validate_pairs,
 )
 from omama.errors import OmamaError
 from omama.precompute import adjacency, backbone, descriptors
+from omama.precompute.subset import select_fraction, subset_record
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +68,25 @@ class PrecomputeConfig:
     masks_dir: Path | None = opt(None, "candidate masks (default ROOT/Masks_{SPLIT}_{DIRECTION})")
     weights: Path | None = opt(None, "DINOv2 ViT-B/14 reg4 weights file (Meta .pth or timm)")
     random_init: bool = opt(False, "use a seeded random-init backbone instead of --weights")
-    seed: int = opt(0, "seed of the random-init backbone")
+    seed: int = opt(0, "seed of the --pairs-fraction subset and of the random-init backbone")
     device: str = opt(default_device(), "cpu or cuda", ("cpu", "cuda"))
     batch_size: int = opt(16, "images per backbone batch", low=1)
     workers: int = opt(default_workers(), "CPU workers decoding images and masks", low=0)
     skip_bad: bool = opt(False, "log bad items to CACHE/reports/ and carry on instead of stopping")
     shard_records: int = opt(256, "records per HDF5 shard before a new shard starts", low=1)
+    features: str = opt(
+        "fp16", "token storage: fp16, or int8 with one fp16 scale per token", ("fp16", "int8")
+    )
+    pairs_fraction: float = opt(
+        1.0, "cache a seeded fraction of the pairs (the reference trains on 0.2); see --seed", low=0
+    )
+    shard_index: int | None = opt(
+        None, "job arrays: compute part I of --num-shards; the last part done merges", low=0
+    )
+    num_shards: int = opt(1, "job arrays: number of parts (torchrun: the world size)", low=1)
+    merge: bool = opt(False, "only merge the finished parts of this split into manifest.json")
+    dry_run: bool = opt(False, "only print the images, candidates and bytes the cache will take")
+    verify: bool = opt(False, "only check --cache (shard sha256, records, samples); exit 0 or 2")
 
 
 @dataclass
@@ -79,16 +97,18 @@ class PrecomputeReport:
     samples: int = 0
     bad: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    part: str = ""  # "i-of-n" for one part of a sharded run
+    merged: bool = False  # a sharded run: this process merged the parts into manifest.json
 
 
-def cache_settings(weights_sha: str) -> dict:
+def cache_settings(weights_sha: str, features: str = "fp16") -> dict:
     """Everything that changes cached bytes; a cache built otherwise is refused."""
     return {
         "backbone": "vit_base_patch14_reg4_dinov2",
         "weights_sha256": weights_sha,
         "patch": PATCH,
         "portrait_policy": "stretch-to-landscape",
-        "features": "float16",
+        "features": "float16" if features == "fp16" else "int8+float16-scale-per-token",
         "descriptor": "mask-mean+context100-mean@1/4",
         "adjacency_order": 2,
     }
@@ -280,22 +300,24 @@ def run_precompute(cfg: PrecomputeConfig) -> PrecomputeReport:
     """Build (or extend) the cache for one split and direction; resumable and idempotent."""
     if cfg.root is None or cfg.cache is None:
         raise OmamaError("--root and --cache are required")
+    if cfg.shard_index is not None or cfg.num_shards > 1 or cfg.merge or dist.from_env():
+        from omama.precompute import sharded  # builds on this module
+
+        return sharded.run_sharded(cfg)
     t0 = time.perf_counter()
     root, cache = Path(cfg.root), Path(cfg.cache)
-    pairs_path = cfg.pairs or default_pairs_path(root, cfg.split, cfg.direction)
     masks_dir = cfg.masks_dir or default_masks_dir(root, cfg.split, cfg.direction)
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise OmamaError("--device cuda: no CUDA device is available here")
     report = PrecomputeReport()
 
-    pairs = load_pairs(pairs_path, cfg.direction)
     ann = Annotations(root)
-    pairs = _checked_pairs(pairs, ann, pairs_path, cfg.skip_bad, report)
+    pairs, subset = selected_pairs(cfg, ann, report)
 
     with cache_lock(cache):
         weights = _resolve_weights(cfg, cache)
-        settings = cache_settings(backbone.weights_fingerprint(weights))
+        settings = cache_settings(backbone.weights_fingerprint(weights), cfg.features)
         manifest = load_manifest(cache)
         if manifest is None:
             manifest = Manifest(settings=settings)
@@ -311,17 +333,44 @@ def run_precompute(cfg: PrecomputeConfig) -> PrecomputeReport:
         )
         if jobs:
             _compute(cfg, cache, manifest, jobs, weights, masks_dir, ann, device, report)
+        # pairs of bad images stay listed: the cache reader skips them and says how many
         samples = build_samples(pairs, ann)
-        bad_keys = {b["key"] for b in report.bad if "key" in b}
-        samples = [s for s in samples if s.src not in bad_keys and s.dst not in bad_keys]
         save_samples(cache, cfg.direction, cfg.split, samples)
         manifest.splits[f"{cfg.direction}/{cfg.split}"] = len(samples)
+        record_subset(manifest, f"{cfg.direction}/{cfg.split}", subset)
         save_manifest(cache, manifest)
         report.samples = len(samples)
+        bad_path = cache / "reports" / f"bad_{cfg.direction}_{cfg.split}.json"
         if report.bad:
-            write_json(report.bad, cache / "reports" / f"bad_{cfg.direction}_{cfg.split}.json", 1)
+            write_json(report.bad, bad_path, 1)
+        else:  # a report from an earlier run whose bad files are fixed now
+            bad_path.unlink(missing_ok=True)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def selected_pairs(
+    cfg: PrecomputeConfig, ann: Annotations, report: PrecomputeReport
+) -> tuple[list[Pair], dict | None]:
+    """The split's pairs (the file, its --pairs-fraction subset, bad ones handled) and, for a
+    subset, what the manifest records about it."""
+    path = cfg.pairs or default_pairs_path(Path(cfg.root), cfg.split, cfg.direction)
+    split_takes(Path(cfg.root), cfg.split)  # a split absent from split.json is a typo: refuse
+    pairs = load_pairs(path, cfg.direction)
+    subset = None
+    if cfg.pairs_fraction != 1.0:
+        n_all = len(pairs)
+        pairs = select_fraction(pairs, cfg.pairs_fraction, cfg.seed)
+        subset = subset_record(cfg.pairs_fraction, cfg.seed, n_all, len(pairs))
+        log.info("%s: kept %d of %d pairs (seed %d)", path, len(pairs), n_all, cfg.seed)
+    return _checked_pairs(pairs, ann, path, cfg.skip_bad, report), subset
+
+
+def record_subset(manifest: Manifest, split_key: str, subset: dict | None) -> None:
+    if subset is None:
+        manifest.subsets.pop(split_key, None)
+    else:
+        manifest.subsets[split_key] = subset
 
 
 def _checked_pairs(
@@ -343,6 +392,15 @@ def _checked_pairs(
     return good
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where `_compute` puts its work: shard file prefix, and how the listing is saved
+    (manifest.json for a plain run, the part's own fragment for a sharded one)."""
+
+    prefix: str
+    save: Callable[[Manifest], None]
+
+
 def _compute(
     cfg: PrecomputeConfig,
     cache: Path,
@@ -353,12 +411,15 @@ def _compute(
     ann: Annotations,
     device: torch.device,
     report: PrecomputeReport,
+    target: Target | None = None,
 ) -> None:
     model = backbone.load_backbone(weights, device) if any(j.need_image for j in jobs) else None
     reader = ShardReader(cache)
+    if target is None:
+        target = Target(f"{cfg.direction}-{cfg.split}", lambda m: save_manifest(cache, m))
 
     def cached_tokens(key: str) -> np.ndarray:
-        return reader.file(manifest.images[key])[f"img/{key}/tokens"][()]
+        return read_tokens(reader.file(manifest.images[key])[f"img/{key}"])
 
     computer = _Computer(model, device, cached_tokens)
 
@@ -368,10 +429,9 @@ def _compute(
             manifest.images[key] = name
         for direction, key in cands:
             manifest.candidates.setdefault(direction, {})[key] = name
-        save_manifest(cache, manifest)
+        target.save(manifest)
 
-    prefix = f"{cfg.direction}-{cfg.split}"
-    writer = ShardWriter(cache, prefix, publish, max_records=cfg.shard_records)
+    writer = ShardWriter(cache, target.prefix, publish, max_records=cfg.shard_records)
     loader = DataLoader(
         PrepareDataset(jobs, root=Path(cfg.root), masks_dir=masks_dir, ann=ann),
         batch_size=None,
@@ -387,8 +447,13 @@ def _compute(
         if not items:
             return
         for item, toks in zip(items, computer.tokens(items), strict=True):
+            stored = None
+            if cfg.features == "int8" and item["job"].need_image:
+                toks, stored = quant.roundtrip(toks)  # descriptors from what is stored
             img_rec, cand_rec = computer.records(item, toks, cfg.direction)
             if img_rec is not None:
+                if stored is not None:
+                    img_rec.tokens, img_rec.token_scale = stored
                 writer.add_image(item["job"].key, img_rec)
                 report.images_computed += 1
             if cand_rec is not None:

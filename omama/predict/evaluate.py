@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from omama import dist
 from omama.atomic import write_json
 from omama.cache.reader import Cache
 from omama.cache.records import Sample
@@ -20,6 +21,7 @@ from omama.metrics.groundtruth import GTSample, build_gt_json
 from omama.metrics.official import Metrics, evaluate
 from omama.predict.challenge import challenge_json, schema_problems
 from omama.predict.scoring import Scored, prediction_records, random_scores, score_samples
+from omama.predict.sharded import score_across_ranks
 from omama.predict.visualize import write_visualizations
 
 log = logging.getLogger(__name__)
@@ -77,10 +79,17 @@ def score_and_measure(
 ) -> tuple[list[Scored], dict, dict, Metrics]:
     """Shared by omama-eval and the trainer's validation: scores -> JSON -> official metrics."""
     scored = score_samples(cache, model, direction, samples, device, batch_size, workers, progress)
+    return (scored, *measure(cache, direction, samples, scored))
+
+
+def measure(
+    cache: Cache, direction: str, samples: list[Sample], scored: list[Scored]
+) -> tuple[dict, dict, Metrics]:
+    """Scores of `samples` -> challenge JSON, the ground truth it faces, official metrics."""
     pred = challenge_json(direction, prediction_records(cache, direction, scored))
     gt = build_gt_json(gt_samples(cache, samples))
     # a validation subset need not hold every frame the official validator would ask for
-    return scored, pred, gt, evaluate(pred, gt, direction, strict=False)
+    return pred, gt, evaluate(pred, gt, direction, strict=False)
 
 
 def build_matcher(cache: Cache, samples: list[Sample], checkpoint: Path | None) -> OMaMaMatcher:
@@ -91,25 +100,34 @@ def build_matcher(cache: Cache, samples: list[Sample], checkpoint: Path | None) 
     return model
 
 
-def run_eval(cfg: EvalConfig) -> Metrics:
+def run_eval(cfg: EvalConfig) -> Metrics | None:
+    """Under torchrun the ranks score interleaved batches and rank 0 writes the one JSON
+    (identical to a 1-process run's) and returns the metrics; other ranks return None."""
     if cfg.cache is None or cfg.out is None:
         raise OmamaError("--cache and --out are required")
     if (cfg.checkpoint is None) == (cfg.baseline == "none"):
         raise OmamaError("give exactly one of --checkpoint FILE or --baseline random")
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise OmamaError("--device cuda: no CUDA device is available here")
+    with dist.session(cfg.device) as env:
+        return _run_eval(cfg, env)
+
+
+def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
+    device = dist.device_for(env, cfg.device)
     cache = Cache(cfg.cache)
     samples = cache.samples(cfg.direction, cfg.split)
     if cfg.limit:
         samples = samples[: cfg.limit]
-    if cfg.baseline == "random":
-        scored = random_scores(cache, cfg.direction, samples, cfg.seed)
+    if cfg.baseline == "random":  # cheap and sequential: rank 0 draws it alone
+        scored = (
+            random_scores(cache, cfg.direction, samples, cfg.seed) if dist.is_main(env) else None
+        )
     else:
         model = build_matcher(cache, samples, cfg.checkpoint).to(device)
-        scored = score_samples(
-            cache, model, cfg.direction, samples, device, cfg.batch_size, cfg.workers, True
+        scored = score_across_ranks(
+            cache, model, cfg.direction, samples, device, env, cfg.batch_size, cfg.workers, True
         )
+    if scored is None:  # not rank 0: its scores went to rank 0
+        return None
     pred = challenge_json(
         cfg.direction, prediction_records(cache, cfg.direction, scored, cfg.mask_size)
     )

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from omama import rle
-from omama.cache.reader import Cache
+from omama.cache.reader import Cache, read_tokens
 from omama.cache.records import Sample
 from omama.matcher.model import OMaMaMatcher, predict
 from omama.predict.challenge import PredRecord, official_mask_size
@@ -41,8 +41,8 @@ class EvalSamples(Dataset):
         src = self.cache.image_group(s.src)
         return {
             "index": i,
-            "src_tokens": torch.from_numpy(src["tokens"][()]),
-            "dst_tokens": torch.from_numpy(self.cache.image_group(s.dst)["tokens"][()]),
+            "src_tokens": torch.from_numpy(read_tokens(src)),
+            "dst_tokens": torch.from_numpy(read_tokens(self.cache.image_group(s.dst))),
             "src_desc": torch.from_numpy(src["obj_desc"][s.src_k]),
             "cand_desc": torch.from_numpy(self.cache.cand_group(self.direction, s.dst)["desc"][()]),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -13,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from omama import dist
 from omama.atomic import write_json, write_torch
 from omama.cache.reader import Cache
 from omama.config import default_device, default_workers, opt
@@ -21,7 +23,9 @@ from omama.errors import OmamaError, bad_file
 from omama.loader.dataset import EpochSampler, TrainSamples
 from omama.matcher.checkpoint import save_matcher_state
 from omama.matcher.model import matching_loss
-from omama.predict.evaluate import build_matcher, score_and_measure
+from omama.predict.evaluate import build_matcher, measure
+from omama.predict.sharded import score_across_ranks
+from omama.train import distributed as ddp
 from omama.train.curves import plot_curves
 
 log = logging.getLogger(__name__)
@@ -37,7 +41,7 @@ class TrainConfig:
         "val", "split validated after each epoch ('none' to skip)", ("train", "val", "test", "none")
     )
     epochs: int = opt(3, "epochs", low=1)
-    batch_size: int = opt(24, "samples per step", low=1)
+    batch_size: int = opt(24, "samples per step (global: split evenly over torchrun ranks)", low=1)
     workers: int = opt(default_workers(), "DataLoader workers reading the cache", low=0)
     lr: float = opt(8e-5, "AdamW learning rate (cosine-annealed per step)", low=0)
     min_lr: float = opt(1e-6, "learning rate at the last step", low=0)
@@ -53,9 +57,17 @@ class TrainConfig:
 
 
 def run_train(cfg: TrainConfig) -> dict:
+    """Train; under torchrun, DDP over the ranks with the same samples per global step, the
+    same global batch and schedule as one process, and rank 0 alone writing the run folder."""
     if cfg.cache is None or cfg.out is None:
         raise OmamaError("--cache and --out are required")
-    device = torch.device(cfg.device)
+    with dist.session(cfg.device) as env:
+        return _train(cfg, env)
+
+
+def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
+    main = dist.is_main(env)
+    device = dist.device_for(env, cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise OmamaError("--device cuda: no CUDA device is available here")
     out = Path(cfg.out)
@@ -72,6 +84,7 @@ def run_train(cfg: TrainConfig) -> dict:
         val = val[: cfg.val_limit] if cfg.val_limit else val
     model = build_matcher(cache, data.samples, cfg.init).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    local_bs = ddp.local_batch_size(cfg.batch_size, env)
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total, eta_min=cfg.min_lr)
@@ -91,13 +104,18 @@ def run_train(cfg: TrainConfig) -> dict:
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed from %s at epoch %d, step %d", state_path, epoch, step)
 
-    if not cfg.resume:
-        out.mkdir(parents=True, exist_ok=True)
+    net = ddp.wrap(model, env, device)  # forward and backward; `model` is saved and validated
+    if step == 0 and main:  # a fresh run (also --resume killed before its first save)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise bad_file(out, f"cannot create the run folder ({exc.strerror})") from None
         save_matcher_state(model, out / "init.pt")  # the untrained matcher, for comparison
-    sampler = EpochSampler(len(data), cfg.seed)
+    rank, world = (0, 1) if env is None else (env.rank, env.world)
+    sampler = EpochSampler(len(data), cfg.seed, rank=rank, num_replicas=world)
     loader = DataLoader(
         data,
-        batch_size=cfg.batch_size,
+        batch_size=local_bs,
         sampler=sampler,
         num_workers=cfg.workers,
         persistent_workers=cfg.workers > 0,
@@ -107,6 +125,8 @@ def run_train(cfg: TrainConfig) -> dict:
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def save_state() -> None:
+        if not main:
+            return
         write_torch(
             {
                 "model": model.state_dict(),
@@ -133,31 +153,39 @@ def run_train(cfg: TrainConfig) -> dict:
     )
     while epoch < cfg.epochs:
         done_in_epoch = step - epoch * steps_per_epoch
-        sampler.set_epoch(epoch, start=done_in_epoch * cfg.batch_size)
-        model.train()
+        sampler.set_epoch(epoch, start=done_in_epoch * local_bs)
+        net.train()
         running = torch.zeros((), device=device)
         n_running, t0 = 0, time.perf_counter()
+        filler = functools.partial(ddp.one_sample_batch, data, (epoch, int(sampler.order()[0])))
         bar = tqdm(
-            loader,
+            ddp.padded(loader, steps_per_epoch - done_in_epoch, filler),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             unit="step",
             initial=done_in_epoch,
             total=steps_per_epoch,
             dynamic_ncols=True,
+            disable=not main,
         )
-        for batch in bar:
+        for batch, is_filler in bar:
             b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with amp:
-                sims = model(b["src_desc"], b["cand_desc"], b["src_tokens"], b["dst_tokens"])
+                sims = net(b["src_desc"], b["cand_desc"], b["src_tokens"], b["dst_tokens"])
             loss = matching_loss(sims.float(), b["pos_index"], b["visible"])
+            if env is not None:  # DDP averages over ranks: make that the global batch mean
+                k = step - epoch * steps_per_epoch
+                n_global = ddp.global_count(len(data), cfg.batch_size, k)
+                n_local = 0 if is_filler else len(batch["visible"])
+                loss = loss * ddp.loss_weight(n_local, env.world, n_global)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             step += 1
-            running += loss.detach()
+            running += loss.detach() if env is None else loss.detach() / env.world
             n_running += 1
             if step % cfg.log_every == 0 or step % steps_per_epoch == 0:
+                dist.all_reduce_sum(env, running)  # every rank logs at the same steps
                 mean = float(running) / n_running  # the only host sync, once per log period
                 rate = n_running * cfg.batch_size / (time.perf_counter() - t0)
                 history["steps"].append(
@@ -171,11 +199,14 @@ def run_train(cfg: TrainConfig) -> dict:
         bar.close()
         epoch += 1
         record: dict = {"epoch": epoch, "step": step}
-        save_matcher_state(model, out / "last.pt")
+        if main:
+            save_matcher_state(model, out / "last.pt")
         if val:
-            _, _, _, metrics = score_and_measure(
-                cache, model, cfg.direction, val, device, batch_size=cfg.batch_size, workers=0
+            scored = score_across_ranks(
+                cache, model, cfg.direction, val, device, env, batch_size=cfg.batch_size
             )
+        if val and main:
+            _, _, metrics = measure(cache, cfg.direction, val, scored)
             record.update(metrics.as_dict())
             log.info("epoch %d validation: %s", epoch, json.dumps(metrics.as_dict()))
             if metrics.iou > best_iou:
@@ -183,8 +214,9 @@ def run_train(cfg: TrainConfig) -> dict:
                 save_matcher_state(model, out / "best.pt")
         history["epochs"].append(record)
         save_state()
-        plot_curves(history, out / "curves.png")
-    if not val:
+        if main:
+            plot_curves(history, out / "curves.png")
+    if not val and main:
         save_matcher_state(model, out / "best.pt")
     return history
 

@@ -1,0 +1,371 @@
+"""Faults injected for real: SIGKILL mid-run, a second writer, a full disk, unwritable folders,
+concurrent readers, and seeded determinism. Every command runs as users run it.
+
+Kept small (the session's synthetic dataset, CPU, workers 0) so the file takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from omama.cache.manifest import load_manifest
+from omama.cache.reader import Cache
+from omama.cache.verify import verify_cache
+from omama.cli import eval as eval_cli
+from omama.cli import precompute as precompute_cli
+from omama.cli import train as train_cli
+from omama.loader.dataset import TrainSamples
+from omama.matcher.checkpoint import save_matcher_state
+from omama.matcher.model import OMaMaMatcher
+
+KILL_SEEDS = (0, 1, 2)
+
+
+def cli(module: str, *args) -> list[str]:
+    """The command a user types, as this interpreter runs it."""
+    return [sys.executable, "-m", f"omama.cli.{module}", *(str(a) for a in args)]
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
+
+
+def error_line(stderr: str, prog: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith(f"{prog}: error: ")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file below `folder` (the lock file's pid aside)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+# ---------------------------------------------------------------------------- precompute
+
+
+@pytest.fixture(scope="module")
+def data(synth_root, tmp_path_factory) -> Path:
+    return Path(shutil.copytree(synth_root, tmp_path_factory.mktemp("faults") / "data"))
+
+
+def precompute_cmd(data: Path, cache: Path, weights: Path, split: str = "train") -> list[str]:
+    return cli(
+        "precompute",
+        *("--root", data, "--cache", cache, "--weights", weights, "--split", split),
+        *("--workers", 0, "--batch-size", 2, "--shard-records", 3, "--device", "cpu"),
+    )
+
+
+@pytest.fixture(scope="module")
+def single_run(data, weights, tmp_path_factory) -> tuple[Path, float]:
+    """The reference: the train split cached by one uninterrupted run; and its duration."""
+    cache = tmp_path_factory.mktemp("single") / "cache"
+    t0 = time.perf_counter()
+    done = run(precompute_cmd(data, cache, weights))
+    assert done.returncode == 0, done.stderr
+    return cache, time.perf_counter() - t0
+
+
+def records(cache: Path) -> dict[str, bytes]:
+    """Bytes of every cached array, by record path (shard names and layout aside)."""
+    manifest = load_manifest(cache)
+    out: dict[str, bytes] = {}
+    listed = [(f"img/{k}", s) for k, s in manifest.images.items()]
+    for direction, table in manifest.candidates.items():
+        listed += [(f"cand/{direction}/{k}", s) for k, s in table.items()]
+    for path, shard in listed:
+        with h5py.File(cache / "shards" / shard, "r") as f:
+            g = f[path]
+            for name, ds in g.items():
+                value = ds[()]
+                out[f"{path}/{name}"] = value.tobytes() if value.dtype != object else repr(value)
+            for name, value in g.attrs.items():
+                out[f"{path}@{name}"] = np.asarray(value).tobytes()
+    return out
+
+
+def holds_lock(cache: Path, pid: int) -> bool:
+    try:
+        return (cache / ".lock").read_text().strip() == str(pid)
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("seed", KILL_SEEDS)
+def test_precompute_killed_at_random_points_resumes_to_the_same_cache(
+    seed, data, weights, single_run, tmp_path, capsys
+):
+    ref_cache, seconds = single_run
+    rng = random.Random(seed)
+    cache = tmp_path / "cache"
+    cmd = precompute_cmd(data, cache, weights)
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        t0 = time.perf_counter()
+        while not holds_lock(cache, proc.pid) and proc.poll() is None:
+            time.sleep(0.02)
+        startup = time.perf_counter() - t0
+        # a second writer meanwhile is refused, and writes nothing
+        second = precompute_cli.main([str(a) for a in cmd[3:]])
+        line = error_line(capsys.readouterr().err, "omama-precompute")
+        assert second == 2 and "another omama-precompute is writing this cache" in line
+        time.sleep(rng.uniform(0.0, max(0.5, seconds - startup)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()
+
+    # what the killed run left is never read as good: only whole shards are listed
+    manifest = load_manifest(cache)
+    if manifest is not None:
+        assert all(name.endswith(".h5") for name in manifest.shards)
+        assert verify_cache(cache).problems == []
+
+    done = run(cmd)  # the same command again
+    assert done.returncode == 0, done.stderr
+    assert not list((cache / "shards").glob("*.tmp"))
+    assert verify_cache(cache).problems == []
+    want, got = records(ref_cache), records(cache)
+    assert sorted(got) == sorted(want)
+    for path in want:
+        assert got[path] == want[path], path
+    samples = cache / "samples" / "exo2ego_train.json"
+    assert samples.read_bytes() == (ref_cache / "samples" / "exo2ego_train.json").read_bytes()
+
+
+def test_verify_reports_a_damaged_cache(single_run, tmp_path, capsys):
+    ref_cache, _ = single_run
+    assert precompute_cli.main(["--verify", "--cache", str(ref_cache)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+    cache = Path(shutil.copytree(ref_cache, tmp_path / "cache"))
+    manifest = load_manifest(cache)
+    first, second = sorted(manifest.shards)[:2]
+    with open(cache / "shards" / first, "r+b") as fh:  # one flipped byte in the middle
+        fh.seek(fh.seek(0, os.SEEK_END) // 2)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    (cache / "shards" / second).unlink()
+    assert precompute_cli.main(["--verify", "--cache", str(cache)]) == 2
+    line = error_line(capsys.readouterr().err, "omama-precompute")
+    assert f"{cache / 'shards' / first}: sha256 differs from the manifest" in line
+    assert "(2 problems in all)" in line
+    problems = verify_cache(cache).problems
+    assert f"{cache / 'shards' / second}: shard listed in the manifest is missing" in problems
+
+    # a record gone from a shard whose checksum was updated to match: found by the record walk
+    cache2 = Path(shutil.copytree(ref_cache, tmp_path / "cache2"))
+    key, shard = sorted(load_manifest(cache2).images.items())[0]
+    with h5py.File(cache2 / "shards" / shard, "r+") as f:
+        del f[f"img/{key}/obj_desc"]
+    data = json.loads((cache2 / "manifest.json").read_text())
+    path = cache2 / "shards" / shard
+    data["shards"][shard] = {
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "bytes": path.stat().st_size,
+    }
+    (cache2 / "manifest.json").write_text(json.dumps(data))
+    assert verify_cache(cache2).problems == [f"{path}: img/{key}: obj_desc missing"]
+
+
+def _limit_file_size(limit: int):
+    def apply() -> None:  # in the child: writes past `limit` bytes fail with EFBIG
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_disk_full_while_precomputing_keeps_the_cache(data, weights, single_run, tmp_path):
+    """Adding ego2exo candidates to a cache when the disk fills: one clear line, every
+    existing file byte-identical, and the same command later finishes the job."""
+    ref_cache, _ = single_run
+    cache = Path(shutil.copytree(ref_cache, tmp_path / "cache"))
+    before = snapshot(cache)
+    cmd = precompute_cmd(data, cache, weights) + ["--direction", "ego2exo", "--shard-records", 64]
+    done = run(cmd, preexec_fn=_limit_file_size(64 * 1024))
+    assert done.returncode == 2
+    line = error_line(done.stderr, "omama-precompute")
+    assert "cannot write cache shard (File too large)" in line, line
+    assert "the shards already listed in manifest.json are intact, rerun to continue" in line
+    assert snapshot(cache) == before
+    assert precompute_cli.main([str(a) for a in cmd[3:]]) == 0
+    assert verify_cache(cache).problems == []
+    assert load_manifest(cache).candidates["ego2exo"]
+
+
+def test_unwritable_output_folders_are_one_line(cache_dir, data, weights, tmp_path, capsys):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a regular file where a folder should be")
+    argv = precompute_cmd(data, blocker / "cache", weights)[3:]
+    assert precompute_cli.main(argv) == 2
+    line = error_line(capsys.readouterr().err, "omama-precompute")
+    assert f"{blocker / 'cache'}: cannot write the cache folder (Not a directory)" in line
+
+    train = ["--cache", cache_dir, "--out", blocker / "run", "--device", "cpu", "--workers", 0]
+    assert train_cli.main([str(a) for a in train]) == 2
+    line = error_line(capsys.readouterr().err, "omama-train")
+    assert f"{blocker / 'run'}: cannot create the run folder (Not a directory)" in line
+
+    ev = ["--cache", cache_dir, "--baseline", "random", "--out", blocker / "pred.json"]
+    assert eval_cli.main([str(a) for a in ev + ["--device", "cpu", "--workers", 0]]) == 2
+    line = error_line(capsys.readouterr().err, "omama-eval")
+    assert f"{blocker}: cannot write here" in line
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def train_cmd(cache: Path, out: Path, *extra) -> list[str]:
+    """2 epochs of 4 steps; state saved every 2 steps, the loss logged every step."""
+    return cli(
+        "train",
+        *("--cache", cache, "--out", out, "--epochs", 2, "--batch-size", 3, "--n-masks", 8),
+        *("--save-every", 2, "--log-every", 1, "--val-limit", 3, "--seed", 7),
+        *("--workers", 0, "--device", "cpu", *extra),
+    )
+
+
+def logged_steps(out: Path) -> list[int]:
+    try:
+        return [row["step"] for row in json.loads((out / "log.json").read_text())["steps"]]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def curve(rows: list[dict], *keys: str) -> list[tuple]:
+    return [(row["step"], *(row[k] for k in keys)) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def reference_run(cache_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "reference"
+    done = run(train_cmd(cache_dir, out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_training_killed_mid_epoch_resumes_where_it_stopped(
+    cache_dir, reference_run, tmp_path, monkeypatch, capsys
+):
+    ref = json.loads((reference_run / "log.json").read_text())
+    total = ref["steps"][-1]["step"]
+    assert [s["step"] for s in ref["steps"]] == list(range(1, total + 1))
+    out = tmp_path / "run"
+    cmd = train_cmd(cache_dir, out)
+    kill_after = random.Random(0).choice([2, 6])  # a save point inside epoch 1 or epoch 2
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        while proc.poll() is None and max(logged_steps(out), default=0) < kill_after:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()
+    saved = logged_steps(out)
+    assert kill_after <= saved[-1] < total and (out / "state.pt").exists()
+
+    # the disk fills at the next save: one clear line, and the run folder stays as it was
+    before = snapshot(out)
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", no_space)
+    assert train_cli.main(cmd[3:] + ["--resume"]) == 2
+    line = error_line(capsys.readouterr().err, "omama-train")
+    assert "write failed (No space left on device); the previous file is intact" in line, line
+    assert snapshot(out) == before
+    monkeypatch.undo()
+
+    done = run(cmd + ["--resume"])
+    assert done.returncode == 0, done.stderr
+    log = json.loads((out / "log.json").read_text())
+    assert [s["step"] for s in log["steps"]] == list(range(1, total + 1))  # no gap, no repeat
+    # the loss curve continues where it stopped, and validation agrees
+    assert curve(log["steps"], "loss", "lr") == curve(ref["steps"], "loss", "lr")
+    assert curve(log["epochs"], "iou", "balanced_acc") == curve(
+        ref["epochs"], "iou", "balanced_acc"
+    )
+    for name in ("last.pt", "best.pt"):
+        want = torch.load(reference_run / name, weights_only=True)
+        got = torch.load(out / name, weights_only=True)
+        assert want.keys() == got.keys()
+        for key in want:
+            assert torch.equal(want[key], got[key]), (name, key)
+        assert (out / name).read_bytes() == (reference_run / name).read_bytes()
+
+
+def test_same_seed_same_checkpoint_bytes(cache_dir, tmp_path):
+    def train(out: Path) -> None:
+        argv = ["--cache", cache_dir, "--out", out, "--epochs", 1, "--batch-size", 6]
+        argv += ["--n-masks", 4, "--val-split", "none", "--seed", 3, "--device", "cpu"]
+        assert train_cli.main([str(a) for a in argv + ["--workers", 0]]) == 0
+
+    train(tmp_path / "a")
+    train(tmp_path / "b")
+    for name in ("init.pt", "last.pt", "best.pt"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    steps = [json.loads((tmp_path / r / "log.json").read_text())["steps"] for r in "ab"]
+    assert steps[0] == steps[1]
+
+
+# ---------------------------------------------------------------------------- readers
+
+
+def test_concurrent_readers_read_correctly(cache_dir, tmp_path, capsys):
+    """Eval in another process and a 2-worker DataLoader in this one read the same shards at
+    once; both get exactly what a lone single-process reader gets."""
+    cache = Cache(cache_dir)
+    samples = cache.samples("exo2ego", "test")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "matcher.pt"
+    save_matcher_state(OMaMaMatcher(*cache.role_grids(samples)), ckpt)
+
+    def eval_argv(out: Path, workers: int) -> list[str]:
+        argv = ["--cache", cache_dir, "--split", "test", "--checkpoint", ckpt, "--out", out]
+        return [str(a) for a in argv + ["--device", "cpu", "--workers", workers]]
+
+    assert eval_cli.main(eval_argv(tmp_path / "alone.json", 0)) == 0
+    capsys.readouterr()
+
+    data = TrainSamples(cache, "exo2ego", "train", n_masks=8, seed=5)
+    index = [(epoch, i) for epoch in range(3) for i in range(len(data))]
+    want = [data[ix] for ix in index]  # this process has the shards open before the fork
+    with open(tmp_path / "eval.log", "w") as log:
+        other = subprocess.Popen(
+            cli("eval", *eval_argv(tmp_path / "together.json", 2)), stdout=log, stderr=log
+        )
+        loader = DataLoader(data, batch_size=None, sampler=index, num_workers=2)
+        got = list(loader)
+        assert other.wait(timeout=300) == 0, (tmp_path / "eval.log").read_text()
+    for a, b in zip(want, got, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    alone = json.loads((tmp_path / "alone.json").read_text())
+    together = json.loads((tmp_path / "together.json").read_text())
+    assert alone == together
+    cache.close()
