@@ -14,6 +14,12 @@ from typing import Any
 from omama.errors import bad_file
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success fsync it and rename it over `path`."""
@@ -22,6 +28,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
+        # mkstemp makes 0600 files; a cache or run folder on a shared cluster must stay
+        # readable as the umask allows, like the HDF5 shards beside it
+        os.chmod(tmp, 0o666 & ~_umask())
     except OSError as exc:
         raise bad_file(path.parent, f"cannot write here ({exc.strerror})") from None
     tmp_path = Path(tmp)

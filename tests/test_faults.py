@@ -35,8 +35,6 @@ from omama.loader.dataset import TrainSamples
 from omama.matcher.checkpoint import save_matcher_state
 from omama.matcher.model import OMaMaMatcher
 
-KILL_SEEDS = (0, 1, 2)
-
 
 def cli(module: str, *args) -> list[str]:
     """The command a user types, as this interpreter runs it."""
@@ -80,13 +78,12 @@ def precompute_cmd(data: Path, cache: Path, weights: Path, split: str = "train")
 
 
 @pytest.fixture(scope="module")
-def single_run(data, weights, tmp_path_factory) -> tuple[Path, float]:
-    """The reference: the train split cached by one uninterrupted run; and its duration."""
+def single_run(data, weights, tmp_path_factory) -> Path:
+    """The reference: the train split cached by one uninterrupted run."""
     cache = tmp_path_factory.mktemp("single") / "cache"
-    t0 = time.perf_counter()
     done = run(precompute_cmd(data, cache, weights))
     assert done.returncode == 0, done.stderr
-    return cache, time.perf_counter() - t0
+    return cache
 
 
 def records(cache: Path) -> dict[str, bytes]:
@@ -114,28 +111,58 @@ def holds_lock(cache: Path, pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("seed", KILL_SEEDS)
+def listed_shards(cache: Path) -> int:
+    try:
+        return len(json.loads((cache / "manifest.json").read_text())["shards"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+# Where a kill lands: a point the run must pass, then a random extra delay. Time alone would
+# miss the run on a busy machine; these points cover the backbone load, a shard being
+# written, and the gaps between published shards.
+KILL_POINTS = {
+    0: ("lock held, backbone loading", lambda cache, pid: holds_lock(cache, pid), 2.0),
+    1: ("first shard half written", lambda cache, pid: any(cache.glob("shards/*.tmp")), 0.5),
+    2: ("two shards published", lambda cache, pid: listed_shards(cache) >= 2, 0.5),
+}
+
+
+def kill_midway(cmd: list[str], cache: Path, seed: int, capsys, log_path: Path) -> None:
+    """Start the run, check a second writer is refused, SIGKILL it at the seed's point."""
+    _, reached, spread = KILL_POINTS[seed]
+    extra = random.Random(seed).uniform(0.0, spread)
+    for _ in range(4):  # a run faster than the chosen delay: try again with a shorter one
+        shutil.rmtree(cache, ignore_errors=True)
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+            while proc.poll() is None and not holds_lock(cache, proc.pid):
+                time.sleep(0.01)
+            assert proc.poll() is None, log_path.read_text()
+            # a second writer meanwhile is refused, and writes nothing
+            second = precompute_cli.main([str(a) for a in cmd[3:]])
+            line = error_line(capsys.readouterr().err, "omama-precompute")
+            assert second == 2 and "another omama-precompute is writing this cache" in line
+            while proc.poll() is None and not reached(cache, proc.pid):
+                time.sleep(0.01)
+            time.sleep(extra)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        if proc.returncode == -signal.SIGKILL:
+            return
+        assert proc.returncode == 0, log_path.read_text()
+        extra /= 4
+    raise AssertionError("the run always finished before it could be killed")
+
+
+@pytest.mark.parametrize("seed", sorted(KILL_POINTS))
 def test_precompute_killed_at_random_points_resumes_to_the_same_cache(
     seed, data, weights, single_run, tmp_path, capsys
 ):
-    ref_cache, seconds = single_run
-    rng = random.Random(seed)
+    ref_cache = single_run
     cache = tmp_path / "cache"
     cmd = precompute_cmd(data, cache, weights)
-    with open(tmp_path / "killed.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
-        t0 = time.perf_counter()
-        while not holds_lock(cache, proc.pid) and proc.poll() is None:
-            time.sleep(0.02)
-        startup = time.perf_counter() - t0
-        # a second writer meanwhile is refused, and writes nothing
-        second = precompute_cli.main([str(a) for a in cmd[3:]])
-        line = error_line(capsys.readouterr().err, "omama-precompute")
-        assert second == 2 and "another omama-precompute is writing this cache" in line
-        time.sleep(rng.uniform(0.0, max(0.5, seconds - startup)))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()
+    kill_midway(cmd, cache, seed, capsys, tmp_path / "killed.log")
 
     # what the killed run left is never read as good: only whole shards are listed
     manifest = load_manifest(cache)
@@ -156,7 +183,7 @@ def test_precompute_killed_at_random_points_resumes_to_the_same_cache(
 
 
 def test_verify_reports_a_damaged_cache(single_run, tmp_path, capsys):
-    ref_cache, _ = single_run
+    ref_cache = single_run
     assert precompute_cli.main(["--verify", "--cache", str(ref_cache)]) == 0
     assert "OK" in capsys.readouterr().out
 
@@ -202,10 +229,10 @@ def _limit_file_size(limit: int):
 def test_disk_full_while_precomputing_keeps_the_cache(data, weights, single_run, tmp_path):
     """Adding ego2exo candidates to a cache when the disk fills: one clear line, every
     existing file byte-identical, and the same command later finishes the job."""
-    ref_cache, _ = single_run
+    ref_cache = single_run
     cache = Path(shutil.copytree(ref_cache, tmp_path / "cache"))
     before = snapshot(cache)
-    cmd = precompute_cmd(data, cache, weights) + ["--direction", "ego2exo", "--shard-records", 64]
+    cmd = precompute_cmd(data, cache, weights) + ["--direction", "ego2exo", "--shard-records", "64"]
     done = run(cmd, preexec_fn=_limit_file_size(64 * 1024))
     assert done.returncode == 2
     line = error_line(done.stderr, "omama-precompute")
@@ -276,7 +303,7 @@ def test_training_killed_mid_epoch_resumes_where_it_stopped(
     assert [s["step"] for s in ref["steps"]] == list(range(1, total + 1))
     out = tmp_path / "run"
     cmd = train_cmd(cache_dir, out)
-    kill_after = random.Random(0).choice([2, 6])  # a save point inside epoch 1 or epoch 2
+    kill_after = 6  # the save inside epoch 2: epoch 1's validation and best.pt are behind it
     with open(tmp_path / "killed.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=log)
         while proc.poll() is None and max(logged_steps(out), default=0) < kill_after:
@@ -299,6 +326,12 @@ def test_training_killed_mid_epoch_resumes_where_it_stopped(
     assert "write failed (No space left on device); the previous file is intact" in line, line
     assert snapshot(out) == before
     monkeypatch.undo()
+
+    # resuming with another batch size would silently train another schedule: refused
+    assert train_cli.main(cmd[3:] + ["--resume", "--batch-size", "4"]) == 2
+    line = error_line(capsys.readouterr().err, "omama-train")
+    assert f"{out / 'state.pt'}: this run was started with --batch-size 3, not 4" in line, line
+    assert snapshot(out) == before
 
     done = run(cmd + ["--resume"])
     assert done.returncode == 0, done.stderr

@@ -119,7 +119,7 @@ def test_eval_output_schema_and_metrics_against_pixel_oracle(cache_dir, run_dir,
         for obj, cams in t["masks"].items():
             ego = next(c for c in cams if "aria" in c)
             for exo in (c for c in cams if "aria" not in c):
-                for frame, src_rle in cams[exo].items():
+                for frame in cams[exo]:
                     if int(frame) not in t["annotated_frames"][obj][ego]:
                         continue
                     entry = pred["exo-ego"]["results"][take]["masks"][obj][f"{exo}_{ego}"][frame]

@@ -50,12 +50,14 @@ class Cache:
         cands = self.manifest.candidates.get(direction, {})
         kept = [s for s in samples if s.src in self.manifest.images and s.dst in cands]
         if len(kept) < len(samples):
+            report = self.path / "reports" / f"bad_{direction}_{split}.json"
             log.warning(
-                "%s %s: skipping %d of %d pairs whose images were not cached",
+                "%s %s: skipping %d of %d pairs whose images were not cached%s",
                 direction,
                 split,
                 len(samples) - len(kept),
                 len(samples),
+                f" (bad input, listed in {report})" if report.exists() else "",
             )
         if not kept:
             raise OmamaError(f"{self.path}: no usable {direction} {split} samples in this cache")

@@ -82,9 +82,9 @@ def image_problems(g: h5py.Group) -> tuple[list[str], int]:
         _check(g, "obj_rle", "str", (k,)),
     ]
     problems = [c for c in checks if c]
-    values = g["token_scale"] if quantized else g["tokens"]
-    if not problems and not np.isfinite(values[()]).all():
-        problems.append(f"{values.name.rsplit('/', 1)[-1]} hold NaN or infinite values")
+    name = "token_scale" if quantized else "tokens"
+    if not problems and not np.isfinite(g[name][()]).all():
+        problems.append(f"{name} hold NaN or infinite values")
     return problems, k
 
 
@@ -116,6 +116,9 @@ def verify_cache(cache: str | Path) -> VerifyReport:
         manifest = load_manifest(cache)
     except OmamaError as exc:
         report.problems.append(str(exc))
+        return report
+    except (KeyError, TypeError, AttributeError) as exc:  # valid JSON, wrong structure
+        report.problems.append(f"{manifest_path(cache)}: malformed manifest ({exc!r})")
         return report
     if manifest is None:
         report.problems.append(f"{manifest_path(cache)}: no manifest; not an omama cache")

@@ -13,6 +13,7 @@ row and the descriptor rows it draws. Each read is announced to the kernel first
 from __future__ import annotations
 
 import os
+import sys
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from torch.utils.data import Dataset, Sampler
 
 from omama.cache import quant
 from omama.cache.reader import Cache
+from omama.cache.records import Sample
 from omama.loader.sampling import choose_negatives
 
 _MEMO_RECORDS = 4096  # record extents kept per process (a few hundred bytes each)
@@ -45,10 +47,7 @@ class Extent:
     offset: int
     shape: tuple[int, ...]
     dtype: np.dtype
-
-    @property
-    def row_bytes(self) -> int:
-        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+    row_bytes: int  # bytes of one row (of the whole thing for a scalar)
 
 
 def extent(ds: h5py.Dataset) -> Extent | None:
@@ -60,7 +59,9 @@ def extent(ds: h5py.Dataset) -> Extent | None:
     plist = ds.id.get_create_plist()
     if offset is None or plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_external_count():
         return None
-    return Extent(int(offset), tuple(int(v) for v in ds.shape), ds.dtype)
+    shape = tuple(int(v) for v in ds.shape)
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * ds.dtype.itemsize
+    return Extent(int(offset), shape, ds.dtype, row_bytes)
 
 
 def read_at(fd: int, out: np.ndarray, offset: int) -> None:
@@ -87,6 +88,41 @@ def _runs(sorted_rows: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:], strict=True))
 
 
+def _idle_refcount() -> int:
+    """sys.getrefcount of an array that only a list holds, seen from a loop over that list."""
+    for arr in [np.empty(1)]:
+        return sys.getrefcount(arr)
+    raise AssertionError
+
+
+_IDLE = _idle_refcount()
+
+
+class ArrayPool:
+    """Arrays handed out again once nothing else references them.
+
+    A DataLoader worker copies each batch into shared memory and then drops the samples, so
+    the next batch's token arrays can reuse the same pages instead of faulting in 8 MB of
+    fresh memory per sample. An array is in use while anything refers to it: a tensor made
+    by torch.from_numpy (and every view of it) holds a reference, so reuse never aliases live
+    data. At most `keep` arrays per shape are retained (a batch's worth, in steady state).
+    """
+
+    def __init__(self, keep: int = 64) -> None:
+        self.keep = keep
+        self._arrays: dict[tuple, list[np.ndarray]] = {}
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        arrays = self._arrays.setdefault((tuple(shape), np.dtype(dtype).str), [])
+        for arr in arrays:
+            if sys.getrefcount(arr) <= _IDLE:
+                return arr
+        arr = np.empty(shape, dtype)
+        if len(arrays) < self.keep:
+            arrays.append(arr)
+        return arr
+
+
 @dataclass(frozen=True)
 class _Record:
     shard: str
@@ -104,6 +140,7 @@ class RecordReader:
     def __init__(self, cache: Cache) -> None:
         self.cache = cache
         self._memo: OrderedDict[str, _Record] = OrderedDict()
+        self.pool = ArrayPool()
 
     def _record(self, shard: str, path: str, names: Sequence[str]) -> _Record:
         rec = self._memo.get(path)
@@ -140,8 +177,9 @@ class RecordReader:
         ext = rec.fields[name]
         return ext.shape if ext is not None else tuple(self._dataset(rec, name).shape)
 
-    def hint(self, rec: _Record, name: str, rows: Sequence[int] | None = None) -> None:
-        """Tell the kernel these bytes are wanted soon (no-op where unsupported)."""
+    def hint(self, rec: _Record, name: str, rows: Sequence[int] | np.ndarray | None = None) -> None:
+        """Tell the kernel these bytes are wanted soon, so that cold reads are queued together
+        (a no-op where posix_fadvise is missing)."""
         ext = rec.fields.get(name)
         if ext is None or not hasattr(os, "posix_fadvise"):
             return
@@ -150,15 +188,17 @@ class RecordReader:
             size = ext.row_bytes * (ext.shape[0] if ext.shape else 1)
             os.posix_fadvise(fd, ext.offset, size, os.POSIX_FADV_WILLNEED)
             return
-        for r in rows:
-            start = ext.offset + int(r) * ext.row_bytes
-            os.posix_fadvise(fd, start, ext.row_bytes, os.POSIX_FADV_WILLNEED)
+        uniq = np.unique(np.asarray(rows, dtype=np.int64))
+        for a, b in _runs(uniq):
+            start = ext.offset + int(uniq[a]) * ext.row_bytes
+            os.posix_fadvise(fd, start, (b - a) * ext.row_bytes, os.POSIX_FADV_WILLNEED)
 
-    def whole(self, rec: _Record, name: str) -> np.ndarray:
+    def whole(self, rec: _Record, name: str, pooled: bool = False) -> np.ndarray:
+        """The whole dataset; `pooled`: into an array of self.pool (see ArrayPool)."""
         ext = rec.fields[name]
         if ext is None:
             return self._dataset(rec, name)[()]
-        out = np.empty(ext.shape, ext.dtype)
+        out = self.pool.empty(ext.shape, ext.dtype) if pooled else np.empty(ext.shape, ext.dtype)
         read_at(self._fd(rec), out, ext.offset)
         return out
 
@@ -185,11 +225,33 @@ class RecordReader:
     def tokens(self, rec: _Record) -> np.ndarray:
         """float16 [T, 768], whichever way they are stored (see omama.cache.quant)."""
         if "token_scale" in rec.fields:
-            return quant.dequantize(self.whole(rec, "tokens"), self.whole(rec, "token_scale"))
-        return self.whole(rec, "tokens")
+            q = self.whole(rec, "tokens", pooled=True)
+            out = self.pool.empty(q.shape, np.float16)
+            return quant.dequantize(q, self.whole(rec, "token_scale"), out)
+        return self.whole(rec, "tokens", pooled=True)
+
+
+@dataclass
+class _Draw:
+    """One sample on its way through TrainSamples.__getitems__."""
+
+    sample: Sample
+    rng: np.random.Generator
+    src: _Record
+    dst: _Record
+    cand: _Record
+    anchor: int = -1
+    rows: np.ndarray | None = None  # descriptor rows to read: negatives (+ stand-in positive)
 
 
 class TrainSamples(Dataset):
+    """Section 7's training samples, read from the cache.
+
+    The DataLoader fetches a whole batch through __getitems__: every read of the batch is
+    announced to the kernel before the first one is waited for, so cold reads from disk are
+    in flight together rather than one sample at a time.
+    """
+
     def __init__(self, cache: Cache, direction: str, split: str, n_masks: int, seed: int) -> None:
         self.cache = cache
         self.direction = direction
@@ -202,44 +264,57 @@ class TrainSamples(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: tuple[int, int]) -> dict[str, torch.Tensor]:
-        epoch, i = index
-        s = self.samples[i]
-        rng = np.random.default_rng([self.seed, epoch, i])
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
         io = self.reader
-        src, dst = io.image(s.src), io.image(s.dst)
-        cand = io.cands(self.direction, s.dst)
-        # The reads that depend on nothing are announced first, so cold ones overlap.
-        for rec in (src, dst):
-            io.hint(rec, "tokens")
-            io.hint(rec, "token_scale")
-        io.hint(src, "obj_desc", [s.src_k])
-        if s.dst_k >= 0:
-            io.hint(dst, "obj_desc", [s.dst_k])
-            anchor = int(io.rows(cand, "anchor", [s.dst_k])[0])
-        else:
-            anchor = -1
-        n_cands = io.shape(cand, "desc")[0]
-        adj_row = io.rows(cand, "adj", [anchor])[0] if anchor >= 0 else None
-        negatives = choose_negatives(n_cands, self.n_masks, anchor, adj_row, rng)
-        if anchor >= 0:  # visible: the positive is the ground-truth mask's own descriptor
-            io.hint(cand, "desc", negatives)
-            positive = io.rows(dst, "obj_desc", [s.dst_k])[0]
-            neg_desc = io.rows(cand, "desc", negatives)
-        else:  # invisible: a random candidate stands in, and the loss ignores the sample
-            pos_idx = int(rng.integers(n_cands))
-            wanted = np.append(negatives, pos_idx)
-            io.hint(cand, "desc", wanted)
-            both = io.rows(cand, "desc", wanted)
-            neg_desc, positive = both[:-1], both[-1]
-        slot = int(rng.integers(0, self.n_masks))
+        draws = []
+        for epoch, i in indices:  # reads that depend on nothing: announced first
+            s = self.samples[i]
+            d = _Draw(
+                s,
+                np.random.default_rng([self.seed, epoch, i]),
+                io.image(s.src),
+                io.image(s.dst),
+                io.cands(self.direction, s.dst),
+            )
+            for rec in (d.src, d.dst):
+                io.hint(rec, "tokens")
+                io.hint(rec, "token_scale")
+            io.hint(d.src, "obj_desc", [s.src_k])
+            if s.dst_k >= 0:
+                io.hint(d.dst, "obj_desc", [s.dst_k])
+                io.hint(d.cand, "anchor", [s.dst_k])
+            draws.append(d)
+        for d in draws:
+            if d.sample.dst_k >= 0:
+                d.anchor = int(io.rows(d.cand, "anchor", [d.sample.dst_k])[0])
+                io.hint(d.cand, "adj", [d.anchor])
+        for d in draws:
+            n_cands = io.shape(d.cand, "desc")[0]
+            adj_row = io.rows(d.cand, "adj", [d.anchor])[0] if d.anchor >= 0 else None
+            d.rows = choose_negatives(n_cands, self.n_masks, d.anchor, adj_row, d.rng)
+            if d.anchor < 0:  # invisible: a random candidate stands in for the positive
+                d.rows = np.append(d.rows, int(d.rng.integers(n_cands)))
+            io.hint(d.cand, "desc", d.rows)
+        return [self._assemble(d) for d in draws]
+
+    def _assemble(self, d: _Draw) -> dict[str, torch.Tensor]:
+        io, s = self.reader, d.sample
+        desc = io.rows(d.cand, "desc", d.rows)
+        if d.anchor >= 0:  # visible: the positive is the ground-truth mask's own descriptor
+            neg_desc, positive = desc, io.rows(d.dst, "obj_desc", [s.dst_k])[0]
+        else:  # invisible: the loss ignores the sample
+            neg_desc, positive = desc[:-1], desc[-1]
+        slot = int(d.rng.integers(0, self.n_masks))
         cand_desc = np.insert(neg_desc, slot, positive, axis=0)
         return {
-            "src_tokens": torch.from_numpy(io.tokens(src)),
-            "dst_tokens": torch.from_numpy(io.tokens(dst)),
-            "src_desc": torch.from_numpy(io.rows(src, "obj_desc", [s.src_k])[0]),
+            "src_tokens": torch.from_numpy(io.tokens(d.src)),
+            "dst_tokens": torch.from_numpy(io.tokens(d.dst)),
+            "src_desc": torch.from_numpy(io.rows(d.src, "obj_desc", [s.src_k])[0]),
             "cand_desc": torch.from_numpy(np.ascontiguousarray(cand_desc)),
             "pos_index": torch.tensor(slot, dtype=torch.long),
-            "visible": torch.tensor(float(anchor >= 0)),
+            "visible": torch.tensor(float(d.anchor >= 0)),
         }
 
 

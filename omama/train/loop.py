@@ -92,6 +92,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
     epoch, step, best_iou = 0, 0, -1.0
     if cfg.resume and state_path.exists():
         state = _load_state(state_path)
+        _check_same_run(cfg, state.get("history", {}).get("config", {}), state_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -226,6 +227,32 @@ def _load_state(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise bad_file(path, f"unreadable training state ({type(exc).__name__})") from None
+
+
+# What fixes a run's batches and schedule: resuming with other values would silently train
+# on other samples with another learning-rate curve.
+_RUN_DEFINING = (
+    "direction",
+    "train_split",
+    "epochs",
+    "batch_size",
+    "n_masks",
+    "seed",
+    "lr",
+    "min_lr",
+    "weight_decay",
+)
+
+
+def _check_same_run(cfg: TrainConfig, saved: dict, path: Path) -> None:
+    now = _jsonable(cfg)
+    for key in _RUN_DEFINING:
+        if key in saved and saved[key] != now[key]:
+            raise bad_file(
+                path,
+                f"this run was started with --{key.replace('_', '-')} {saved[key]}, not "
+                f"{now[key]}; resume with the same value, or start another --out with --init",
+            )
 
 
 def _jsonable(cfg: TrainConfig) -> dict:
