@@ -45,6 +45,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # runs from a fresh clone without install
 os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: no progress bars here
+# Before torch starts its OpenMP threads: idle threads sleep instead of spinning. On a host
+# shared with other jobs a spinning thread burns the time slice its descheduled peer needs;
+# measured here, that alone made the fast attention order 8x slower under load.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import bench_baselines as base  # noqa: E402
 import numpy as np  # noqa: E402
@@ -1129,6 +1133,7 @@ def write_markdown(path: Path, rows: list[Row], meta: dict) -> None:
         "",
         f"Latest `{meta['command']}` ({meta['date']}, {meta['seconds']:.0f} s): "
         f"**{meta['machine']}**, torch {meta['torch']}, device `{meta['device']}`, "
+        f"{meta['threads']} threads, OMP_WAIT_POLICY={meta['omp_wait_policy']}, "
         f"load average before/after {meta['load_before']} / {meta['load_after']}.",
         "Data: the synthetic generator at real sizes (ego 700x700, 50x50 patches; exo 532x952, "
         "38x68; 60-120 candidates per image), a seeded random-init DINOv2 ViT-B/14 reg4, and "
@@ -1252,6 +1257,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "device": device.type,
         "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         "load_before": load_before,
         "load_after": load_average(),
         "json": os.path.relpath(json_path, ROOT)

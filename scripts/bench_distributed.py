@@ -135,8 +135,17 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("bench_out/dist"))
     p.add_argument("--procs", type=int, default=2)
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    p.add_argument(
+        "--storage-only", action="store_true", help="redo part 2 on the caches already in --out"
+    )
     args = p.parse_args()
     out, k = args.out, args.procs
+    if args.storage_only:
+        summary = json.loads((out / "summary.json").read_text())
+        summary = {key: v for key, v in summary.items() if not key.startswith("metrics_")}
+        storage(out, summary, args.seeds)
+        return
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     data, summary = out / "data", {"procs": k, "cpu_count": os.cpu_count()}
@@ -257,19 +266,28 @@ def main() -> None:
         out / f"e{k}" / "pred.json"
     ).read_bytes()
 
-    # --- storage effect: bytes, differences, and a matcher trained (demo settings) on each
+    storage(out, summary, args.seeds)
+
+
+def storage(out: Path, summary: dict, seeds: list[int]) -> None:
+    """fp16 vs int8 caches: bytes, differences, and matchers trained (demo settings, several
+    seeds: the seed-to-seed spread is the yardstick) on each and evaluated on both."""
     summary["bytes_fp16"] = shard_bytes(out / "fp16")
     summary["bytes_int8"] = shard_bytes(out / "int8")
     summary.update(token_and_descriptor_diffs(out / "fp16", out / "int8"))
     for feats in ("fp16", "int8"):
-        train(1, {}, 8, out / feats, out / f"run_{feats}")
-        for cache in ("fp16", "int8"):
-            pred = out / f"eval_{feats}_on_{cache}" / "pred.json"
-            ck = out / f"run_{feats}" / "best.pt"
-            a = ["--config", CFG, "--cache", out / cache, "--checkpoint", ck, "--out", pred]
-            run(cli("omama.cli.eval", 1, *a, "--visualize", "0", "--workers", "0"))
-            m = json.loads(pred.with_name("pred_metrics.json").read_text())
-            summary[f"metrics_trained_{feats}_eval_{cache}"] = m
+        for seed in seeds:
+            run_dir = out / f"run_{feats}_{seed}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            a = ["--config", CFG, "--cache", out / feats, "--out", run_dir, "--seed", seed]
+            run(cli("omama.cli.train", 1, *a, "--workers", "0"))
+            for cache in ("fp16", "int8"):
+                pred = out / f"eval_{feats}_{seed}_on_{cache}" / "pred.json"
+                ck = run_dir / "best.pt"
+                a = ["--config", CFG, "--cache", out / cache, "--checkpoint", ck, "--out", pred]
+                run(cli("omama.cli.eval", 1, *a, "--visualize", "0", "--workers", "0"))
+                m = json.loads(pred.with_name("pred_metrics.json").read_text())
+                summary[f"metrics_trained_{feats}_seed{seed}_eval_{cache}"] = m
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
 

@@ -142,6 +142,10 @@ class RecordReader:
         self._memo: OrderedDict[str, _Record] = OrderedDict()
         self.pool = ArrayPool()
 
+    def __getstate__(self) -> dict:
+        """A spawned worker starts with an empty memo and pool (both are per process)."""
+        return {"cache": self.cache, "_memo": OrderedDict(), "pool": ArrayPool()}
+
     def _record(self, shard: str, path: str, names: Sequence[str]) -> _Record:
         rec = self._memo.get(path)
         if rec is not None:
