@@ -120,7 +120,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
         sampler=sampler,
         num_workers=cfg.workers,
         persistent_workers=cfg.workers > 0,
-        prefetch_factor=4 if cfg.workers else None,
+        prefetch_factor=2 if cfg.workers else None,
         pin_memory=device.type == "cuda",
     )
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
