@@ -587,7 +587,7 @@ def train_loader(data: TrainSamples, batch: int, workers: int, device: torch.dev
         sampler=sampler,
         num_workers=workers,
         persistent_workers=workers > 0,
-        prefetch_factor=4 if workers else None,
+        prefetch_factor=2 if workers else None,
         pin_memory=device.type == "cuda",
     )
 
@@ -646,7 +646,7 @@ def row_train_step(ctx: Ctx) -> list[Row]:
         Row(
             row="3",
             what=f"training step from the cache, loader included ({workers} workers, "
-            f"prefetch 4), batch {b}, N=32, {dev.type}",
+            f"prefetch 2), batch {b}, N=32, {dev.type}",
             project=f"{b / loaded:.1f} samples/s",
             baseline=f"{b / mem:.1f} samples/s (batches in memory)",
             ratio=ratio,
