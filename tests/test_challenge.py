@@ -16,7 +16,6 @@ from omama.predict.challenge import (
     challenge_json,
     official_mask_size,
     schema_problems,
-    write_json_atomic,
 )
 
 EGO, EXO1, EXO2 = "aria01", "cam01", "cam02"
@@ -166,18 +165,6 @@ def test_wrong_direction_section_is_reported(case):
     direction, gt, pred = case
     other = "exo2ego" if direction == "ego2exo" else "ego2exo"
     assert schema_problems(pred, gt, other) != []
-
-
-def test_write_json_atomic(tmp_path):
-    path = tmp_path / "pred.json"
-    path.write_text("old")
-    write_json_atomic({"a": [1, 2.5]}, path)
-    assert json.loads(path.read_text()) == {"a": [1, 2.5]}
-    assert [p.name for p in tmp_path.iterdir()] == ["pred.json"]  # no temp file left
-    with pytest.raises(OmamaError):
-        write_json_atomic({"a": object()}, path)
-    assert json.loads(path.read_text()) == {"a": [1, 2.5]}  # the old file is untouched
-    assert [p.name for p in tmp_path.iterdir()] == ["pred.json"]
 
 
 def test_ego2exo_subset_needs_strict_false():

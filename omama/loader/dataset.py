@@ -17,7 +17,6 @@ import sys
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -354,7 +353,3 @@ class EpochSampler(Sampler):
 
     def __len__(self) -> int:
         return len(range(self.rank, self.n, self.num_replicas)) - self.start
-
-
-def open_cache(path: str | Path) -> Cache:
-    return Cache(path)

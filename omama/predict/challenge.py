@@ -12,15 +12,11 @@ to longest side 480 (see :func:`official_mask_size`), so masks must be written a
 
 from __future__ import annotations
 
-import json
 import numbers
-import os
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
-from omama.errors import OmamaError, bad_file
+from omama.errors import OmamaError
 
 SETTINGS = {"exo2ego": "exo-ego", "ego2exo": "ego-exo"}
 OFFICIAL_MAX_SIDE = 480
@@ -247,29 +243,3 @@ def _camera_sizes(gt_masks: dict, take: str, problems: list[str]) -> dict[str, t
             if size:
                 sizes[cam] = size
     return sizes
-
-
-# --------------------------------------------------------------------------------------------
-# Writing
-
-
-def write_json_atomic(obj, path: str | Path) -> None:
-    """Write JSON through a temp file in the same folder and os.replace: never a torn file."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise bad_file(path, "its folder does not exist")
-    # open(..., "x") rather than mkstemp: the file gets the usual umask permissions, not 0600
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "x") as fp:
-            json.dump(obj, fp, separators=(",", ":"))
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
-    except TypeError as exc:
-        os.unlink(tmp)
-        raise bad_file(path, f"not JSON-serialisable ({exc})") from None
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
