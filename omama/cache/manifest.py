@@ -11,6 +11,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from pathlib import Path
 from omama.atomic import write_json
 from omama.cache.records import Sample
 from omama.errors import OmamaError, bad_file
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -114,24 +117,24 @@ def file_sha256(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def cache_lock(cache: Path) -> Iterator[None]:
-    """One writer per cache: a second precompute on the same folder is refused, not interleaved."""
-    cache = Path(cache)
+def file_lock(path: Path, busy: str, wait: bool = False) -> Iterator[None]:
+    """An exclusive flock on `path`; a second holder is refused with `busy` (or waits)."""
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        fh = open(cache / ".lock", "a+")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")
     except OSError as exc:
-        raise bad_file(cache, f"cannot write the cache folder ({exc.strerror})") from None
+        raise bad_file(path.parent, f"cannot write the cache folder ({exc.strerror})") from None
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
-        fh.close()
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            raise OmamaError(
-                f"{cache}: another omama-precompute is writing this cache (lock held); "
-                "wait for it or use another --cache"
-            ) from None
-        raise
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            fh.close()
+            raise
+        if not wait:
+            fh.close()
+            raise OmamaError(busy) from None
+        log.info("%s: waiting for the lock", path)
+        fcntl.flock(fh, fcntl.LOCK_EX)
     try:
         fh.seek(0)
         fh.truncate()
@@ -141,3 +144,12 @@ def cache_lock(cache: Path) -> Iterator[None]:
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
+
+
+def cache_lock(cache: Path) -> contextlib.AbstractContextManager[None]:
+    """One writer per cache: a second precompute on the same folder is refused, not interleaved."""
+    busy = (
+        f"{cache}: another omama-precompute is writing this cache (lock held); "
+        "wait for it or use another --cache"
+    )
+    return file_lock(Path(cache) / ".lock", busy)

@@ -11,18 +11,15 @@ Once every fragment is done, one merge lists them all in `manifest.json` under t
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import logging
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omama.atomic import write_json
-from omama.cache.manifest import Manifest
+from omama.cache.manifest import Manifest, file_lock
 from omama.errors import OmamaError, bad_file
 
 log = logging.getLogger(__name__)
@@ -155,34 +152,9 @@ def merge_into(manifest: Manifest, fragments: list[Fragment], shard_dir: Path) -
                 mine.setdefault(key, name)
 
 
-@contextlib.contextmanager
-def part_lock(path: Path, what: str, wait: bool = False) -> Iterator[None]:
+def part_lock(path: Path, what: str, wait: bool = False) -> contextlib.AbstractContextManager[None]:
     """An exclusive lock on `path`: a second holder is refused (or, with `wait`, waits).
 
     Locking `CACHE/.lock` this way excludes the same writers as `cache_lock`.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fh = open(path, "a+")
-    except OSError as exc:
-        raise bad_file(path.parent, f"cannot write here ({exc.strerror})") from None
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno not in (errno.EAGAIN, errno.EACCES):
-            fh.close()
-            raise
-        if not wait:
-            fh.close()
-            raise OmamaError(f"{path}: {what} is already running (lock held)") from None
-        log.info("%s: waiting for %s to release the lock", path, what)
-        fcntl.flock(fh, fcntl.LOCK_EX)
-    try:
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        yield
-    finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
+    return file_lock(path, f"{path}: {what} is already running (lock held)", wait)
