@@ -116,10 +116,15 @@ def parse_config(cls: type[T], argv: list[str] | None, prog: str, description: s
 
 
 def load_yaml(path: Path, cls: type, section: str) -> dict[str, Any]:
-    """Options for one command: keys of `common` that it knows, then its own section.
+    """Options for one command, from a config file (see `read_section`)."""
+    return read_section(path, section, {f.name for f in dataclasses.fields(cls)})
 
-    A file may hold `common:`, `precompute:`, `train:` and `eval:` mappings, so one config
-    describes a whole experiment; a flat mapping is read as this command's section.
+
+def read_section(path: Path, section: str, names: set[str]) -> dict[str, Any]:
+    """Keys of `common` that this command knows, then its own section.
+
+    A file may hold `common:`, `precompute:`, `train:`, `eval:` and `synth:` mappings, so one
+    config describes a whole experiment; a flat mapping is read as this command's section.
     """
     if not path.is_file():
         raise bad_file(path, "config file not found")
@@ -129,7 +134,6 @@ def load_yaml(path: Path, cls: type, section: str) -> dict[str, Any]:
         raise bad_file(path, f"not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise bad_file(path, "a config file must be a mapping of option: value")
-    names = {f.name for f in dataclasses.fields(cls)}
     sections = {"common", "precompute", "train", "eval", "synth"}
     if not sections & set(data):
         data = {section: data}

@@ -5,7 +5,7 @@ OUT=${DEMO_OUT:-demo_out}
 CFG=configs/demo.yaml
 rm -rf "$OUT"
 echo "== 1/5 synthetic Ego-Exo4D-layout dataset in $OUT/data"
-omama-synth --out "$OUT/data" --seed 0 --small --takes 9 --frames 5
+omama-synth --config $CFG --out "$OUT/data"
 echo "== 2/5 precompute (RANDOM-INIT DINOv2 ViT-B/14 reg4 backbone: real weights cannot be downloaded here)"
 for split in train val test; do
   omama-precompute --config $CFG --root "$OUT/data" --cache "$OUT/cache" --split $split

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from omama.cli.common import run_cli
+from omama.config import read_section
 from omama.dataset.synth import SETTINGS, SPLITS, SynthConfig, generate
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,15 @@ DESCRIPTION = (
 def build_parser() -> argparse.ArgumentParser:
     d = SynthConfig()
     p = argparse.ArgumentParser(prog="omama-synth", description=DESCRIPTION)
-    p.add_argument("--out", type=Path, required=True, help="dataset root to create (ROOT)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML file whose `synth:` section (or flat mapping) sets any option below by its "
+        "long name (out, seed, small, takes, frames, objects, exo_cams, no_portrait, "
+        "overwrite); flags override it",
+    )
+    p.add_argument("--out", type=Path, default=None, help="dataset root to create (ROOT)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
     p.add_argument(
         "--small",
@@ -69,10 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is not None:
+        known = {a.dest for a in parser._actions} - {"help", "config"}
+        parser.set_defaults(**read_section(args.config, "synth", known))
+        args = parser.parse_args(argv)
+    if args.out is None:
+        parser.error("--out is required (as a flag or in the config file)")
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
     def work() -> int:
+        args = parse_args(argv)
         cfg = SynthConfig(
             seed=args.seed,
             n_takes=args.takes,
