@@ -10,6 +10,7 @@ from pathlib import Path
 from omama.cli.common import run_cli
 from omama.config import read_section
 from omama.dataset.synth import SETTINGS, SPLITS, SynthConfig, generate
+from omama.errors import OmamaError
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.set_defaults(**read_section(args.config, "synth", known))
         args = parser.parse_args(argv)
     if args.out is None:
-        parser.error("--out is required (as a flag or in the config file)")
+        raise OmamaError("missing required option --out (a flag or `out:` in the config file)")
     return args
 
 
