@@ -129,12 +129,3 @@ def gather_to_main(env: DistEnv | None, obj: Any) -> list[Any] | None:
     out: list[Any] | None = [None] * env.world if env.main else None
     td.gather_object(obj, out, dst=0)
     return out
-
-
-def broadcast_from_main(env: DistEnv | None, obj: Any) -> Any:
-    """Rank 0's `obj` on every rank."""
-    if env is None:
-        return obj
-    box = [obj]
-    td.broadcast_object_list(box, src=0)
-    return box[0]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from bench_baselines import loop_descriptors  # the plain per-mask loop (section 5)
 
 from omama.precompute.descriptors import (
     anchor_index,
@@ -19,34 +18,6 @@ from omama.precompute.descriptors import (
 )
 
 # ---------------------------------------------------------------- oracle (plain loops)
-
-
-def loop_descriptors(dense: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor):
-    """One mask at a time, exactly as the method is described."""
-    c, h, w = dense.shape
-    n, big_h, big_w = masks.shape
-    out = torch.zeros(n, 2 * c)
-    for i in range(n):
-        m = F.interpolate(masks[i][None, None].float(), size=(h, w), mode="nearest")[0, 0]
-        m = (m != 0).float()
-        if m.sum() > 0:
-            out[i, :c] = (dense * m).sum(dim=(1, 2)) / m.sum()
-        x, y, bw, bh = (int(v) for v in boxes[i].tolist())  # int() truncates toward zero
-        x1, y1, x2, y2 = x, y, x + bw, y + bh
-        x1 = min(max(x1 - 100, 0), big_w)
-        y1 = min(max(y1 - 100, 0), big_h)
-        x2 = min(max(x2 + 100, 0), big_w)
-        y2 = min(max(y2 + 100, 0), big_h)
-        x1, y1, x2, y2 = (math.floor(v / 4) for v in (x1, y1, x2, y2))
-        x2 = max(x1 + 1, x2)
-        y2 = max(y1 + 1, y2)
-        max_x, max_y = big_w // 4 - 1, big_h // 4 - 1
-        x1 = min(max(x1, 0), max_x)
-        y1 = min(max(y1, 0), max_y)
-        x2 = min(max(x2, 0), max_x + 1)
-        y2 = min(max(y2, 0), max_y + 1)
-        out[i, c:] = dense[:, y1:y2, x1:x2].mean(dim=(1, 2))
-    return out
 
 
 # ---------------------------------------------------------------- random inputs

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from bench_baselines import loop_descriptors
 from conftest import precompute_config
 from pycocotools import mask as mask_utils
 from scipy.spatial import Delaunay
-from test_descriptors import loop_descriptors
 
 from omama.cache.reader import Cache
 from omama.errors import OmamaError

@@ -95,17 +95,14 @@ class Cache:
 
     def role_grids(self, samples: list[Sample]) -> tuple[tuple[int, int], tuple[int, int]]:
         """(destination grid, source grid): one each, since the matcher's position embeddings
-        are tied to a grid. Mixed grids are refused with the offending image named."""
+        are tied to a grid. A camera's frames share one size, so one image per camera is
+        read; mixed grids are refused with the offending image named."""
         grids = []
         for attr in ("dst", "src"):
             first = getattr(samples[0], attr)
             want = self.grid(first)
-            seen: set[str] = set()
-            for s in samples:
-                key = getattr(s, attr)
-                if key in seen:
-                    continue
-                seen.add(key)
+            per_camera = {getattr(s, attr).rsplit("/", 1)[0]: getattr(s, attr) for s in samples}
+            for key in per_camera.values():
                 got = self.grid(key)
                 if got != want:
                     raise OmamaError(

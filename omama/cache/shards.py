@@ -201,20 +201,6 @@ class ShardReader:
         return {"dir": self.dir, "_pid": -1, "_files": {}}
 
 
-def read_image_record(g: h5py.Group) -> ImageRecord:
-    return ImageRecord(
-        tokens=g["tokens"][()],
-        token_scale=g["token_scale"][()] if "token_scale" in g else None,
-        image=g["image"][()],
-        grid=tuple(int(v) for v in g.attrs["grid"]),
-        orig_hw=tuple(int(v) for v in g.attrs["orig_hw"]),
-        obj_names=[s.decode() if isinstance(s, bytes) else s for s in g["obj_names"][()]],
-        obj_desc=g["obj_desc"][()],
-        obj_box=g["obj_box"][()],
-        obj_rle=[s.decode() if isinstance(s, bytes) else s for s in g["obj_rle"][()]],
-    )
-
-
 def read_str(ds: h5py.Dataset, i: int) -> str:
     value = ds[i]
     return value.decode() if isinstance(value, bytes) else value

@@ -6,8 +6,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from omama import dist
 from omama.atomic import write_json
 from omama.cache.reader import Cache
@@ -20,7 +18,7 @@ from omama.matcher.model import OMaMaMatcher
 from omama.metrics.groundtruth import GTSample, build_gt_json
 from omama.metrics.official import Metrics, evaluate
 from omama.predict.challenge import challenge_json, schema_problems
-from omama.predict.scoring import Scored, prediction_records, random_scores, score_samples
+from omama.predict.scoring import Scored, prediction_records, random_scores
 from omama.predict.sharded import score_across_ranks
 from omama.predict.visualize import write_visualizations
 
@@ -65,21 +63,6 @@ def gt_samples(cache: Cache, samples: list[Sample]) -> list[GTSample]:
         )
         for s in samples
     ]
-
-
-def score_and_measure(
-    cache: Cache,
-    model: OMaMaMatcher,
-    direction: str,
-    samples: list[Sample],
-    device: torch.device,
-    batch_size: int = 16,
-    workers: int = 0,
-    progress: bool = False,
-) -> tuple[list[Scored], dict, dict, Metrics]:
-    """Shared by omama-eval and the trainer's validation: scores -> JSON -> official metrics."""
-    scored = score_samples(cache, model, direction, samples, device, batch_size, workers, progress)
-    return (scored, *measure(cache, direction, samples, scored))
 
 
 def measure(
