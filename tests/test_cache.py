@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from omama.atomic import atomic_path, write_json
+from omama.files import atomic_path, write_json
 from omama.cache.manifest import Manifest, cache_lock, check_settings, load_manifest, save_manifest
 from omama.cache.reader import Cache
 from omama.cache.records import CandidateRecord, ImageRecord

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omama.atomic import write_json
+from omama.files import write_json
 from omama.cache.records import Sample
 from omama.errors import OmamaError, bad_file
 

@@ -12,7 +12,6 @@ ignored, and object names may hold spaces and single slashes.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from omama.errors import OmamaError, bad_file
+from omama.files import read_json
 
 log = logging.getLogger(__name__)
 
@@ -88,23 +88,6 @@ def _show(value: Any) -> str:
     return text if len(text) <= _SHOW else text[: _SHOW - 3] + "..."
 
 
-def _read_json(path: Path, what: str) -> Any:
-    """Load a JSON file, turning every failure into a one-line OmamaError naming `path`."""
-    if not path.exists():
-        raise bad_file(path, f"{what} missing")
-    if not path.is_file():
-        raise bad_file(path, f"{what} is not a file")
-    try:
-        with open(path, encoding="utf-8") as fp:
-            return json.load(fp)
-    except json.JSONDecodeError as exc:
-        raise bad_file(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise bad_file(path, "not valid JSON (not UTF-8 text)") from None
-    except OSError as exc:
-        raise bad_file(path, f"cannot read {what} ({exc.strerror or exc})") from None
-
-
 def _parse_part(text: Any, slot: int) -> tuple[str, str, str, str]:
     """Split one pair string into (take, cam, obj, frame); ValueError says why it is bad."""
     side, kind = _SLOTS[slot]
@@ -160,7 +143,7 @@ def load_pairs(path: str | Path, direction: str) -> list[Pair]:
     """Read a pair list; identical pairs are dropped (first kept) so no sample counts twice."""
     direction = check_direction(direction)
     path = Path(path)
-    data = _read_json(path, "pairs file")
+    data = read_json(path, "pairs file")
     if not isinstance(data, list):
         raise bad_file(path, f"expected a JSON list of pairs, found {type(data).__name__}")
     if not data:
@@ -185,7 +168,7 @@ def split_path(root: str | Path) -> Path:
 def load_split(root: str | Path) -> dict[str, list[str]]:
     """Read `processed/split.json`: `{split name: [take ids]}`."""
     path = split_path(root)
-    data = _read_json(path, "split file")
+    data = read_json(path, "split file")
     if not isinstance(data, dict):
         raise bad_file(path, f"expected a JSON object of splits, found {type(data).__name__}")
     for name, takes in data.items():
@@ -241,7 +224,7 @@ class Annotations:
         cached = self._masks.get(take)
         if cached is None:
             path = self.path(take)
-            cached = _check_annotation(path, _read_json(path, "annotation file"))
+            cached = _check_annotation(path, read_json(path, "annotation file"))
             self._masks[take] = cached
         return cached
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from omama.atomic import write_torch
+from omama.files import write_torch
 from omama.errors import bad_file
 from omama.matcher.model import OMaMaMatcher
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omama.atomic import write_json
+from omama.files import write_json
 from omama.cache.manifest import Manifest, file_lock
 from omama.errors import OmamaError, bad_file
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from omama import dist, rle
-from omama.atomic import write_json
+from omama.files import write_json
 from omama.cache import quant
 from omama.cache.manifest import (
     Manifest,

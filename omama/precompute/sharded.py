@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from omama import dist
-from omama.atomic import write_json
+from omama.files import write_json
 from omama.cache.manifest import (
     Manifest,
     check_settings,

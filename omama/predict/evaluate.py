@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omama import dist
-from omama.atomic import write_json
+from omama.files import write_json
 from omama.cache.reader import Cache
 from omama.cache.records import Sample
 from omama.config import default_device, default_workers, opt

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from omama import rle
-from omama.atomic import atomic_path
+from omama.files import atomic_path
 from omama.cache.reader import Cache
 from omama.predict.scoring import Scored
 

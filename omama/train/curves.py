@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from omama.atomic import atomic_path  # noqa: E402
+from omama.files import atomic_path  # noqa: E402
 
 
 def plot_curves(history: dict, path: Path) -> None:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from omama import dist
-from omama.atomic import write_json, write_torch
+from omama.files import write_json, write_torch
 from omama.cache.reader import Cache
 from omama.config import default_device, default_workers, opt
 from omama.dataset.layout import DIRECTIONS

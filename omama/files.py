@@ -1,9 +1,15 @@
-"""Write-then-rename so that a killed process never leaves a half-written file behind."""
+"""The project's own files, read and written safely.
+
+Writes go to a temp file that is renamed over the target, so a killed process never leaves a
+half-written file behind; every JSON file is read through `read_json`, so a missing or broken
+one is the standard one-line error naming it; `file_sha256` is the one content hash.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -64,3 +70,30 @@ def write_torch(obj: Any, path: str | Path) -> None:
             torch.save(obj, fh)
         except RuntimeError:  # torch reports a failed write (disk full, quota) this way
             raise OSError(errno.EIO, "short write: disk full or over quota?") from None
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Load a JSON file; a missing, unreadable or malformed one is one line naming `path`."""
+    path = Path(path)
+    if not path.exists():
+        raise bad_file(path, f"{what} missing")
+    if not path.is_file():
+        raise bad_file(path, f"{what} is not a file")
+    try:
+        with open(path, encoding="utf-8") as fp:
+            return json.load(fp)
+    except json.JSONDecodeError as exc:
+        raise bad_file(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise bad_file(path, "not valid JSON (not UTF-8 text)") from None
+    except OSError as exc:
+        raise bad_file(path, f"cannot read {what} ({exc.strerror or exc})") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,37 @@
+"""Where each file of a cache folder lives: the one definition of every cache path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+
+
+def manifest_path(cache: str | Path) -> Path:
+    return Path(cache) / MANIFEST
+
+
+def lock_path(cache: str | Path) -> Path:
+    """The writers' lock: one precompute (or merge) at a time per cache."""
+    return Path(cache) / ".lock"
+
+
+def shards_dir(cache: str | Path) -> Path:
+    return Path(cache) / "shards"
+
+
+def samples_path(cache: str | Path, direction: str, split: str) -> Path:
+    return Path(cache) / "samples" / f"{direction}_{split}.json"
+
+
+def bad_report_path(cache: str | Path, direction: str, split: str) -> Path:
+    """Images and pairs that `--skip-bad` left out of a split."""
+    return Path(cache) / "reports" / f"bad_{direction}_{split}.json"
+
+
+def parts_dir(cache: str | Path) -> Path:
+    return Path(cache) / "parts"
+
+
+def random_init_weights_path(cache: str | Path, seed: int) -> Path:
+    return Path(cache) / f"backbone-random-init-seed{seed}.pth"
