@@ -28,7 +28,7 @@ demo: env
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
 bench: env
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench
 
 clean:
 	rm -rf demo_out bench_out .pytest_cache .ruff_cache

@@ -20,9 +20,16 @@ from omama.errors import OmamaError, bad_file
 T = TypeVar("T")
 
 
-def opt(default: Any, help: str, choices: tuple | None = None, low: float | None = None) -> Any:
-    """A config field with help text, optional choices and an optional lower bound."""
-    meta = {"help": help, "choices": choices, "low": low}
+def opt(
+    default: Any,
+    help: str,
+    choices: tuple | None = None,
+    low: float | None = None,
+    aliases: tuple[str, ...] = (),
+) -> Any:
+    """A config field with help text, optional choices, an optional lower bound and optional
+    old flag names (`aliases=("--old-name",)`), accepted on the command line and in YAML."""
+    meta = {"help": help, "choices": choices, "low": low, "aliases": aliases}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -82,19 +89,21 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         kind = _base_type(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f.metadata.get("help", "")
         if kind is bool:
             parser.add_argument(
-                flag,
+                *flags,
+                dest=f.name,
                 action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS,
                 help=f"{help_text} (default: {default})",
             )
             continue
         parser.add_argument(
-            flag,
+            *flags,
+            dest=f.name,
             type=_converter(kind),
             choices=f.metadata.get("choices"),
             default=argparse.SUPPRESS,
@@ -117,15 +126,25 @@ def parse_config(cls: type[T], argv: list[str] | None, prog: str, description: s
 
 def load_yaml(path: Path, cls: type, section: str) -> dict[str, Any]:
     """Options for one command, from a config file (see `read_section`)."""
-    return read_section(path, section, {f.name for f in dataclasses.fields(cls)})
+    fields = dataclasses.fields(cls)
+    aliases = {
+        alias.removeprefix("--").replace("-", "_"): f.name
+        for f in fields
+        for alias in f.metadata.get("aliases", ())
+    }
+    return read_section(path, section, {f.name for f in fields}, aliases)
 
 
-def read_section(path: Path, section: str, names: set[str]) -> dict[str, Any]:
+def read_section(
+    path: Path, section: str, names: set[str], aliases: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Keys of `common` that this command knows, then its own section.
 
     A file may hold `common:`, `precompute:`, `train:`, `eval:` and `synth:` mappings, so one
     config describes a whole experiment; a flat mapping is read as this command's section.
+    Keys may use - or _, and an option's old name (`aliases`: old name -> name) is read as it.
     """
+    aliases = aliases or {}
     if not path.is_file():
         raise bad_file(path, "config file not found")
     try:
@@ -140,10 +159,12 @@ def read_section(path: Path, section: str, names: set[str]) -> dict[str, Any]:
     out = {}
     for key, value in (data.get("common") or {}).items():
         name = str(key).replace("-", "_")
+        name = aliases.get(name, name)
         if name in names:
             out[name] = value
     for key, value in (data.get(section) or {}).items():
         name = str(key).replace("-", "_")
+        name = aliases.get(name, name)
         if name not in names:
             raise bad_file(path, f"unknown {section} option '{key}'")
         out[name] = value

@@ -64,13 +64,13 @@ def token_and_descriptor_diffs(a: Path, b: Path) -> dict:
         ta, tb = ca.tokens(key).astype(np.float64), cb.tokens(key).astype(np.float64)
         tok_abs.append(np.abs(ta - tb).ravel())
         tok_ref.append(np.abs(ta).ravel())
-        pairs = [(ca.image_group(key)["obj_desc"][()], cb.image_group(key)["obj_desc"][()])]
+        pairs = [(ca.whole(ca.image(key), "obj_desc"), cb.whole(cb.image(key), "obj_desc"))]
         for direction, table in ca.manifest.candidates.items():
             if key in table:
                 pairs.append(
                     (
-                        ca.cand_group(direction, key)["desc"][()],
-                        cb.cand_group(direction, key)["desc"][()],
+                        ca.whole(ca.cands(direction, key), "desc"),
+                        cb.whole(cb.cands(direction, key), "desc"),
                     )
                 )
         for da, db in pairs:

@@ -1,24 +1,44 @@
-"""Session-wide fixtures: one small synthetic dataset, one random-init backbone, one cache."""
+"""Session-wide fixtures: one small synthetic dataset, one random-init backbone, one cache.
+
+Every test runs seeded: `seed` (autouse) is a pure function of OMAMA_TEST_SEED (default 0)
+and the test's id; it seeds torch, numpy and random before the test and is printed, so a
+failure shows how to replay it. Set OMAMA_TEST_SEED to draw other random cases.
+"""
 
 from __future__ import annotations
 
 import os
+import random
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from omama.dataset.synth import SynthConfig, generate
 from omama.precompute.backbone import save_random_init
-from omama.precompute.pipeline import PrecomputeConfig, run_precompute
+from omama.precompute.run import PrecomputeConfig, run_precompute
+from omama.synth import SynthConfig, generate
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+BASE_SEED = int(os.environ.get("OMAMA_TEST_SEED", "0"))
+
+
+@pytest.fixture(autouse=True)
+def seed(request) -> int:
+    """This test's seed; torch, numpy and random are seeded with it before the test."""
+    s = (BASE_SEED * 1_000_003 + zlib.crc32(request.node.nodeid.encode())) % 2**31
+    torch.manual_seed(s)
+    np.random.seed(s)
+    random.seed(s)
+    print(f"seed {s} (OMAMA_TEST_SEED={BASE_SEED} {request.node.nodeid})")
+    return s
 
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "data"
-    generate(SynthConfig(seed=0, small=True, n_takes=3, n_frames=2, n_objects=3), root)
+    generate(SynthConfig(seed=0, small=True, takes=3, frames=2, objects=3), root)
     return root
 
 

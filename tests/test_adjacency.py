@@ -11,9 +11,7 @@ from omama.precompute.adjacency import candidate_adjacency, delaunay_adjacency, 
 
 
 @pytest.fixture
-def rng():
-    seed = int(np.random.SeedSequence().entropy % (2**31))
-    print(f"seed={seed}")
+def rng(seed):
     return np.random.default_rng(seed)
 
 

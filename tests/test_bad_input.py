@@ -359,6 +359,18 @@ OPTION_CASES = [
     (train_cli.main, "omama-train", ["--direction", "up2down"], "invalid choice: 'up2down'"),
     (eval_cli.main, "omama-eval", ["--direction", "up2down"], "invalid choice: 'up2down'"),
     (train_cli.main, "omama-train", ["--epochs", "two"], "--epochs: invalid int value: 'two'"),
+    (
+        precompute_cli.main,
+        "omama-precompute",
+        ["--num-shards", "0"],  # the old name of --parts
+        "--parts must be at least 1, got 0",
+    ),
+    (
+        precompute_cli.main,
+        "omama-precompute",
+        ["--root", "ROOT", "--cache", "CACHE", "--random-init", "--parts", "4"],
+        "--parts 4 needs --part I (or --merge)",
+    ),
 ]
 
 

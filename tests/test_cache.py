@@ -5,12 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from omama.files import atomic_path, write_json
 from omama.cache.manifest import Manifest, cache_lock, check_settings, load_manifest, save_manifest
 from omama.cache.reader import Cache
 from omama.cache.records import CandidateRecord, ImageRecord
-from omama.cache.shards import ShardWriter
+from omama.cache.verify import verify_cache
+from omama.cache.writer import ShardWriter
 from omama.errors import OmamaError
+from omama.files import atomic_path, write_json
+from omama.precompute.parts import Fragment, load_fragment, save_fragment
 
 
 def image_record(rng, k=2):
@@ -37,7 +39,7 @@ def cand_record(rng, n=5):
 
 
 def test_shards_roll_publish_and_read_back(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(0)
     manifest = Manifest(settings={"a": 1})
 
     def publish(name, info, images, cands):
@@ -60,15 +62,15 @@ def test_shards_roll_publish_and_read_back(tmp_path):
     for key, (img, cand) in recs.items():
         np.testing.assert_array_equal(cache.tokens(key), img.tokens)
         np.testing.assert_array_equal(cache.obj_desc(key, 1), img.obj_desc[1])
-        g = cache.cand_group("exo2ego", key)
-        np.testing.assert_array_equal(g["adj"][()].astype(bool), cand.adj)
-        np.testing.assert_array_equal(g["desc"][[1, 3]], cand.desc[[1, 3]])
+        rec = cache.cands("exo2ego", key)
+        np.testing.assert_array_equal(cache.whole(rec, "adj").astype(bool), cand.adj)
+        np.testing.assert_array_equal(cache.rows(rec, "desc", [1, 3]), cand.desc[[1, 3]])
         assert cache.cand_rle("exo2ego", key, 2) == json.loads(cand.rle[2])
         assert cache.grid(key) == (3, 4)
 
 
 def test_unfinished_shard_is_dropped_and_never_listed(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(0)
     published = []
     writer = ShardWriter(tmp_path, "p", lambda *a: published.append(a), max_records=10)
     writer.add_image("t/c/0", image_record(rng))
@@ -79,9 +81,10 @@ def test_unfinished_shard_is_dropped_and_never_listed(tmp_path):
 
 
 def test_settings_mismatch_is_refused(tmp_path):
-    check_settings(tmp_path, {"w": "abc", "patch": 14}, {"w": "abc", "patch": 14})
+    path = tmp_path / "manifest.json"
+    check_settings(path, {"w": "abc", "patch": 14}, {"w": "abc", "patch": 14})
     with pytest.raises(OmamaError, match="manifest.json: cache was built with w='abc'"):
-        check_settings(tmp_path, {"w": "abc"}, {"w": "def"})
+        check_settings(path, {"w": "abc"}, {"w": "def"})
 
 
 def test_manifest_round_trip_and_missing_cache(tmp_path):
@@ -92,8 +95,38 @@ def test_manifest_round_trip_and_missing_cache(tmp_path):
     save_manifest(tmp_path, m)
     assert load_manifest(tmp_path).images == {"a/b/1": "s.h5"}
     (tmp_path / "manifest.json").write_text("{broken")
-    with pytest.raises(OmamaError, match="unreadable manifest"):
+    with pytest.raises(OmamaError, match="manifest.json: not valid JSON"):
         load_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("key", ["settings", "shards", "images", "candidates"])
+def test_manifest_missing_a_key_is_one_line(tmp_path, key):
+    data = Manifest(settings={"x": 1}).to_json()
+    del data[key]
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(OmamaError) as err:
+        load_manifest(tmp_path)
+    assert str(err.value) == f"{tmp_path / 'manifest.json'}: malformed manifest: no '{key}' key"
+    assert verify_cache(tmp_path).problems == [str(err.value)]
+    data[key] = []  # present, but not an object
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(OmamaError, match=f"'{key}' is not a JSON object"):
+        load_manifest(tmp_path)
+
+
+def test_part_manifest_missing_a_key_is_one_line(tmp_path):
+    path = tmp_path / "exo2ego_train_0-of-2.json"
+    save_fragment(path, Fragment({"x": 1}, "exo2ego", "train", 0, 2, "abc"))
+    assert load_fragment(path) == Fragment({"x": 1}, "exo2ego", "train", 0, 2, "abc")
+    data = json.loads(path.read_text())
+    del data["plan"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(OmamaError) as err:
+        load_fragment(path)
+    assert str(err.value) == f"{path}: malformed part manifest: no 'plan' key"
+    path.write_text("[1, 2]")
+    with pytest.raises(OmamaError, match="malformed part manifest: expected a JSON object"):
+        load_fragment(path)
 
 
 def test_second_writer_is_refused(tmp_path):

@@ -11,12 +11,8 @@ import pytest
 from omama import rle
 from omama.errors import OmamaError
 from omama.metrics.groundtruth import GTSample, build_gt_json
-from omama.predict.challenge import (
-    PredRecord,
-    challenge_json,
-    official_mask_size,
-    schema_problems,
-)
+from omama.metrics.validate import schema_problems
+from omama.predict.challenge import PredRecord, challenge_json
 
 EGO, EXO1, EXO2 = "aria01", "cam01", "cam02"
 # Original sizes, small stand-ins with the real aspect ratios' official sizes:
@@ -60,12 +56,6 @@ def case(request):
     direction = request.param
     gt = build_gt_json(samples(direction))
     return direction, gt, challenge_json(direction, records(direction))
-
-
-def test_official_mask_size():
-    assert official_mask_size(1408, 1408) == (480, 480)
-    assert official_mask_size(2160, 3840) == (270, 480)
-    assert official_mask_size(3840, 2160) == (480, 270)
 
 
 def test_challenge_json_layout():

@@ -120,7 +120,7 @@ def test_load_pairs_exo2ego(tmp_path):
         layout.Pair(TAKE, KNIFE, EGO, EXO, "0", "exo2ego"),
         layout.Pair(TAKE, BOWL, EGO, EXO, "30", "exo2ego"),
     ]  # the third entry repeats the first under another ROOT: dropped
-    assert pairs[0].source_cam == EXO and pairs[0].dest_cam == EGO
+    assert pairs[0].src_cam == EXO and pairs[0].dst_cam == EGO
 
 
 def test_load_pairs_ego2exo_keeps_order(tmp_path):
@@ -132,7 +132,7 @@ def test_load_pairs_ego2exo_keeps_order(tmp_path):
         (KNIFE, EXO, "0"),
     ]
     assert all(p.direction == "ego2exo" for p in pairs)
-    assert pairs[1].source_cam == EGO and pairs[1].dest_cam == "cam02"
+    assert pairs[1].src_cam == EGO and pairs[1].dst_cam == "cam02"
 
 
 def _replace(e, slot, text):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from bench_baselines import loop_descriptors  # the plain per-mask loop (section 5)
+from oracles import loop_descriptors  # the plain per-mask loop (section 5)
 
 from omama.precompute.descriptors import (
     anchor_index,
@@ -75,13 +75,6 @@ def make_case(seed: int, grid: tuple[int, int], n: int):
     dense = dense_map(tokens, grid)
     h, w = gh * 14, gw * 14
     return dense, random_masks(gen, n, h, w), random_boxes(gen, n, h, w)
-
-
-@pytest.fixture
-def seed():
-    s = int(np.random.SeedSequence().entropy % (2**31))
-    print(f"seed={s}")
-    return s
 
 
 # ---------------------------------------------------------------- dense_map

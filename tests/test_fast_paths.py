@@ -8,27 +8,25 @@ draws a new seed and prints it, so a failure can be replayed.
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 import torch
-from test_descriptors import loop_descriptors, make_case
+from oracles import loop_descriptors
+from test_descriptors import make_case
 from test_matcher import _plain_attention, _plain_matcher, _sharp_model
+from torch.utils.data import DataLoader
 
-from omama.cache.reader import Cache, read_tokens
-from omama.loader.dataset import ArrayPool, TrainSamples
-from omama.loader.sampling import choose_negatives
+from omama.cache.paths import shards_dir
+from omama.cache.reader import Cache
+from omama.loader.negatives import choose_negatives
+from omama.loader.sampler import EpochSampler
+from omama.loader.train_samples import TrainSamples
 from omama.matcher.attention import ContextAttention, _TokenAttention
 from omama.matcher.model import matching_loss
 from omama.precompute.descriptors import mask_descriptors
 
 C = 768
-
-
-@pytest.fixture
-def seed() -> int:
-    s = int(np.random.SeedSequence().entropy % (2**31))
-    print(f"seed={s}")
-    return s
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -140,26 +138,40 @@ def test_matcher_fp32_gradients_at_200_candidates(seed):
             assert err <= 1e-4 * float(want.norm()) + 1e-6 * float(total), (order, name, err)
 
 
+def _plain_group(cache: Cache, shard: str, path: str) -> dict:
+    """A record's datasets read whole through h5py, tokens dequantised the plain way."""
+    with h5py.File(shards_dir(cache.path) / shard, "r") as f:
+        g = {name: ds[()] for name, ds in f[path].items()}
+    if "token_scale" in g:
+        g["tokens"] = (g["tokens"].astype(np.float32) * g["token_scale"][:, None]).astype(
+            np.float16
+        )
+    return g
+
+
 def _plain_sample(data: TrainSamples, epoch: int, i: int) -> dict[str, torch.Tensor]:
     """Section 7's sample read the plain way: whole h5py datasets, indexed in numpy."""
     s = data.samples[i]
+    m = data.cache.manifest
     rng = np.random.default_rng([data.seed, epoch, i])
-    src = data.cache.image_group(s.src)
-    dst = data.cache.image_group(s.dst)
-    cand = data.cache.cand_group(data.direction, s.dst)
-    desc = cand["desc"][()]
-    anchor = int(cand["anchor"][()][s.dst_k]) if s.dst_k >= 0 else -1
-    adj_row = cand["adj"][()][anchor] if anchor >= 0 else None
+    src = _plain_group(data.cache, m.images[s.src], f"img/{s.src}")
+    dst = _plain_group(data.cache, m.images[s.dst], f"img/{s.dst}")
+    cand = _plain_group(
+        data.cache, m.candidates[data.direction][s.dst], f"cand/{data.direction}/{s.dst}"
+    )
+    desc = cand["desc"]
+    anchor = int(cand["anchor"][s.dst_k]) if s.dst_k >= 0 else -1
+    adj_row = cand["adj"][anchor] if anchor >= 0 else None
     negatives = choose_negatives(len(desc), data.n_masks, anchor, adj_row, rng)
     if anchor >= 0:
-        positive = dst["obj_desc"][()][s.dst_k]
+        positive = dst["obj_desc"][s.dst_k]
     else:
         positive = desc[int(rng.integers(len(desc)))]
     slot = int(rng.integers(0, data.n_masks))
     return {
-        "src_tokens": torch.from_numpy(read_tokens(src)),
-        "dst_tokens": torch.from_numpy(read_tokens(dst)),
-        "src_desc": torch.from_numpy(src["obj_desc"][()][s.src_k]),
+        "src_tokens": torch.from_numpy(src["tokens"]),
+        "dst_tokens": torch.from_numpy(dst["tokens"]),
+        "src_desc": torch.from_numpy(src["obj_desc"][s.src_k]),
         "cand_desc": torch.from_numpy(np.insert(desc[negatives], slot, positive, axis=0)),
         "pos_index": torch.tensor(slot),
         "visible": torch.tensor(float(anchor >= 0)),
@@ -167,7 +179,7 @@ def _plain_sample(data: TrainSamples, epoch: int, i: int) -> dict[str, torch.Ten
 
 
 def test_train_samples_read_exactly_the_plain_sample(cache_dir, seed):
-    """Extent reads and pooled token arrays give the plain h5py reading, bit for bit, and a
+    """Extent reads into batch arrays give the plain h5py reading, bit for bit, and a
     sample still held is never overwritten by the next one."""
     data = TrainSamples(Cache(cache_dir), "exo2ego", "train", n_masks=8, seed=seed % 1000)
     held = []
@@ -184,18 +196,20 @@ def test_train_samples_read_exactly_the_plain_sample(cache_dir, seed):
     data.cache.close()
 
 
-def test_array_pool_reuses_only_unreferenced_arrays():
-    pool = ArrayPool(keep=2)
-    a = pool.empty((3, 4), np.float16)
-    t = torch.from_numpy(a)  # the tensor keeps `a` in use
-    del a
-    b = pool.empty((3, 4), np.float16)
-    assert b.ctypes.data != t.data_ptr()
-    view = t[1:]
-    del t
-    c = pool.empty((3, 4), np.float16)  # still referenced through the view
-    assert c.ctypes.data not in (b.ctypes.data, view.data_ptr() - view.element_size() * 4)
-    base_ptr = view.data_ptr() - view.element_size() * 4
-    del view, b, c
-    d = pool.empty((3, 4), np.float16)  # now idle again: reused
-    assert d.ctypes.data == base_ptr
+def test_batches_read_in_place_equal_single_samples(cache_dir, seed):
+    """A batch read by __getitems__ (in-process and in 2 worker processes, where its arrays
+    live in shared memory) holds exactly the single samples of the same (epoch, index)."""
+    data = TrainSamples(Cache(cache_dir), "exo2ego", "train", n_masks=8, seed=seed % 1000)
+    sampler = EpochSampler(len(data), seed=seed % 1000)
+    sampler.set_epoch(1)
+    indices = list(sampler)
+    for workers in (0, 2):
+        loader = DataLoader(
+            data, batch_size=5, sampler=sampler, collate_fn=data.collate, num_workers=workers
+        )
+        for k, batch in enumerate(loader):
+            for j, index in enumerate(indices[5 * k : 5 * k + 5]):
+                one = data[index]
+                for key, value in one.items():
+                    assert torch.equal(batch[key][j], value), (workers, key)
+    data.cache.close()

@@ -31,7 +31,7 @@ from omama.cache.verify import verify_cache
 from omama.cli import eval as eval_cli
 from omama.cli import precompute as precompute_cli
 from omama.cli import train as train_cli
-from omama.loader.dataset import TrainSamples
+from omama.loader.train_samples import TrainSamples
 from omama.matcher.checkpoint import save_matcher_state
 from omama.matcher.model import OMaMaMatcher
 

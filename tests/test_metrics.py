@@ -14,12 +14,12 @@ from omama.metrics.official import (
     Metrics,
     balanced_accuracy,
     boundary_f_measure,
-    eval_size,
     evaluate,
     location_error,
     mask_iou,
     resize_for_eval,
 )
+from omama.metrics.validate import eval_size
 
 DIAG480 = math.sqrt(480**2 + 480**2)
 

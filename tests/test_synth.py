@@ -13,16 +13,16 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from omama.cli.synth import main
-from omama.dataset.synth import SynthConfig, generate, save_npz_deterministic, tight_boxes
+from omama.constants import SPLITS
+from omama.masks import mask_iou, tight_boxes
+from omama.synth import SETTINGS, SynthConfig, generate, save_npz_deterministic
 
 FRAMES = [0, 30, 60]
 EGO_JPG, EXO_JPG = (230, 230), (200, 350)
-SETTINGS = ("exoego", "egoexo")
-SPLITS = ("train", "val", "test")
 
 
 def small_cfg(seed: int = 7, **kw) -> SynthConfig:
-    base = dict(seed=seed, n_takes=3, n_frames=3, n_objects=4, n_exo_cams=2, small=True)
+    base = dict(seed=seed, takes=3, frames=3, objects=4, exo_cams=2, small=True)
     base.update(kw)
     return SynthConfig(**base)
 
@@ -253,7 +253,7 @@ def tree_hashes(root: Path) -> dict[str, str]:
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
-    cfg = small_cfg(seed=3, n_frames=2)
+    cfg = small_cfg(seed=3, frames=2)
     out = tmp_path / "ds"
     generate(cfg, out)
     first = tree_hashes(out)
@@ -262,7 +262,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     assert tree_hashes(out) == first
     assert any(name.endswith(".npz") for name in first)
     shutil.rmtree(out)
-    generate(small_cfg(seed=4, n_frames=2), out)
+    generate(small_cfg(seed=4, frames=2), out)
     other = tree_hashes(out)
     assert other["processed/split.json"] != first["processed/split.json"]
     assert not set(other.values()) & {v for k, v in first.items() if k.endswith(".jpg")}
@@ -273,6 +273,12 @@ def test_helpers() -> None:
     masks[0, 1:4, 2:7] = 1
     masks[1, 5, 0] = 1
     assert tight_boxes(masks).tolist() == [[2, 1, 4, 2], [0, 5, 0, 0], [0, 0, 0, 0]]
+    assert mask_iou(masks[0], masks[0]) == 1.0
+    assert mask_iou(masks[0], masks[1]) == 0.0
+    assert mask_iou(masks[2], masks[2]) == 1.0  # two empty masks
+    half = masks[0].copy()
+    half[:, 5:] = 0
+    assert mask_iou(half, masks[0]) == 9 / 15
 
 
 def test_npz_writer_reads_back(tmp_path: Path) -> None:
@@ -320,4 +326,47 @@ def test_cli_help_names_every_flag(capsys) -> None:
     text = capsys.readouterr().out
     for flag in ("--out", "--seed", "--small", "--takes", "--frames", "--objects", "--exo-cams"):
         assert flag in text
-    assert "--no-portrait" in text
+    for flag in ("--no-portrait", "--overwrite", "--config", "--frame-step", "--ego-hw"):
+        assert flag in text
+
+
+def test_cli_needs_out(tmp_path: Path, capsys) -> None:
+    assert main(["--small"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "omama-synth: error: missing required option --out"
+
+
+def test_cli_reads_the_synth_section_of_a_config(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "common:\n  direction: exo2ego\nsynth:\n  seed: 2\n  small: true\n  takes: 3\n"
+        "  frames: 1\n  objects: 2\n  exo_cams: 1\n  portrait: false\n"
+    )
+    out = tmp_path / "ds"
+    assert main(["--config", str(cfg), "--out", str(out), "--objects", "1"]) == 0
+    meta = load(out / "synth_meta.json")
+    assert meta["generator"] == "omama.dataset.synth"  # the tag older datasets carry
+    config = meta["config"]
+    assert (config["seed"], config["n_takes"], config["n_frames"]) == (2, 3, 1)
+    assert (config["n_objects"], config["n_exo_cams"], config["portrait"]) == (1, 1, False)
+    assert "out" not in config and "overwrite" not in config
+    assert meta["portrait"] is None
+    take = load(out / "processed" / "split.json")["train"][0]
+    assert len(load(out / "processed" / take / "annotation.json")["masks"]) == 1
+
+
+def test_sizes_and_candidate_range_flags(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ds"
+    argv = ["--out", str(out), "--takes", "3", "--frames", "1", "--objects", "2", "--exo-cams"]
+    argv += ["1", "--ego-hw", "224x224", "--exo-hw", "196x350", "--n-candidates", "5-8"]
+    assert main([*argv, "--ego-scale", "1", "--no-portrait"]) == 0
+    take = load(out / "processed" / "split.json")["val"][0]
+    assert cv2.imread(str(out / "processed" / take / "aria01" / "0.jpg")).shape[:2] == (224, 224)
+    assert cv2.imread(str(out / "processed" / take / "cam01" / "0.jpg")).shape[:2] == (196, 350)
+    for npz in out.glob("Masks_*/*/*/*_masks.npz"):
+        assert 5 <= len(np.load(npz)["arr_0"]) <= 8
+    config = load(out / "synth_meta.json")["config"]
+    assert (config["ego_hw"], config["n_candidates"]) == ([224, 224], [5, 8])
+    assert main(["--out", str(tmp_path / "bad"), "--ego-hw", "224"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ego_hw" in err

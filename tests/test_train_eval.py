@@ -13,7 +13,7 @@ from pycocotools import mask as mask_utils
 from omama.cli.eval import main as eval_main
 from omama.cli.train import main as train_main
 from omama.matcher.model import OMaMaMatcher
-from omama.predict.challenge import schema_problems
+from omama.metrics.validate import schema_problems
 
 REFERENCE_KEYS = {
     *(f"mlp.mlp.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")),

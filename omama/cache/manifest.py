@@ -7,24 +7,24 @@ here by an atomic rewrite, so a reader never sees a shard that is not whole.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from omama.files import write_json
+from omama.cache.paths import lock_path, manifest_path, samples_path
 from omama.cache.records import Sample
 from omama.errors import OmamaError, bad_file
+from omama.files import read_json, write_json
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -49,22 +49,36 @@ class Manifest:
         }
 
 
-def manifest_path(cache: Path) -> Path:
-    return Path(cache) / MANIFEST
+_JSON_NAMES = {dict: "JSON object", list: "JSON list", str: "string", int: "number"}
+_MANIFEST_KEYS = {"settings": dict, "shards": dict, "images": dict, "candidates": dict}
+_SAMPLE_KEYS = {f.name: str for f in dataclasses.fields(Sample)} | {"src_k": int, "dst_k": int}
+
+
+def required(path: Path, data: Any, keys: dict[str, type], what: str) -> dict:
+    """`data` as a JSON object holding each of `keys` with its type; else one line naming `path`."""
+    if not isinstance(data, dict):
+        raise bad_file(
+            path, f"malformed {what}: expected a JSON object, found {type(data).__name__}"
+        )
+    for key, kind in keys.items():
+        if key not in data:
+            raise bad_file(path, f"malformed {what}: no {key!r} key")
+        if not isinstance(data[key], kind):
+            raise bad_file(path, f"malformed {what}: {key!r} is not a {_JSON_NAMES[kind]}")
+    return data
 
 
 def load_manifest(cache: Path) -> Manifest | None:
+    """The cache's manifest, or None when there is none yet."""
     path = manifest_path(cache)
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise bad_file(path, f"unreadable manifest ({exc})") from None
+    data = required(path, read_json(path, "manifest"), {}, "manifest")
     if data.get("format") != FORMAT_VERSION:
         raise bad_file(
             path, f"cache format {data.get('format')} but this omama reads {FORMAT_VERSION}"
         )
+    required(path, data, _MANIFEST_KEYS, "manifest")
     return Manifest(
         settings=data["settings"],
         shards=data["shards"],
@@ -76,23 +90,22 @@ def load_manifest(cache: Path) -> Manifest | None:
 
 
 def save_manifest(cache: Path, manifest: Manifest) -> None:
+    """Rewrite the manifest atomically: a reader sees the old one or the new one, whole."""
     write_json(manifest.to_json(), manifest_path(cache), indent=1)
 
 
-def check_settings(cache: Path, have: dict, want: dict) -> None:
-    """Refuse a cache built with other settings: its features would silently not match."""
+def check_settings(path: Path, have: dict, want: dict) -> None:
+    """Refuse a cache built with other settings: its features would silently not match.
+
+    `path` is the file that records `have` (the manifest, or a part's manifest)."""
     diff = [k for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
     if diff:
         k = diff[0]
         raise bad_file(
-            manifest_path(cache),
+            path,
             f"cache was built with {k}={have.get(k)!r}, this run asks {want.get(k)!r}; "
             "use another --cache folder or delete this one",
         )
-
-
-def samples_path(cache: Path, direction: str, split: str) -> Path:
-    return Path(cache) / "samples" / f"{direction}_{split}.json"
 
 
 def save_samples(cache: Path, direction: str, split: str, samples: list[Sample]) -> None:
@@ -100,20 +113,17 @@ def save_samples(cache: Path, direction: str, split: str, samples: list[Sample])
 
 
 def load_samples(cache: Path, direction: str, split: str) -> list[Sample]:
+    """A split's samples; a missing or malformed file is one line naming it."""
     path = samples_path(cache, direction, split)
     if not path.exists():
         raise bad_file(
             path, f"no {direction} {split} samples in this cache; run omama-precompute first"
         )
-    return [Sample(**row) for row in json.loads(path.read_text())]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    rows = read_json(path, "samples file")
+    if not isinstance(rows, list):
+        raise bad_file(path, f"expected a JSON list of samples, found {type(rows).__name__}")
+    rows = [required(path, row, _SAMPLE_KEYS, "sample") for row in rows]
+    return [Sample(**{k: row[k] for k in _SAMPLE_KEYS}) for row in rows]
 
 
 @contextlib.contextmanager
@@ -146,10 +156,11 @@ def file_lock(path: Path, busy: str, wait: bool = False) -> Iterator[None]:
         fh.close()
 
 
-def cache_lock(cache: Path) -> contextlib.AbstractContextManager[None]:
-    """One writer per cache: a second precompute on the same folder is refused, not interleaved."""
+def cache_lock(cache: Path, wait: bool = False) -> contextlib.AbstractContextManager[None]:
+    """One writer per cache: a second precompute on the same folder is refused (or, with
+    `wait`, waits for it), never interleaved."""
     busy = (
         f"{cache}: another omama-precompute is writing this cache (lock held); "
         "wait for it or use another --cache"
     )
-    return file_lock(Path(cache) / ".lock", busy)
+    return file_lock(lock_path(cache), busy, wait)

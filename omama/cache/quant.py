@@ -4,9 +4,12 @@ Halves the bytes of the largest thing in the cache (the 768-d patch tokens). The
 rounded to fp16 before the division, so `dequantize` gives back exactly the values the
 descriptors were pooled from: q * s is exact in float32 (8-bit times 11-bit mantissas) and
 is rounded to fp16 once, the same way on every path (precompute, training, evaluation).
+`store_tokens` is where precompute picks the stored form, and the tokens it pools from.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,8 +36,20 @@ def dequantize(q: np.ndarray, scale: np.ndarray, out: np.ndarray | None = None) 
     return out
 
 
-def roundtrip(tokens: torch.Tensor) -> tuple[torch.Tensor, tuple[np.ndarray, np.ndarray]]:
-    """The stored form of `tokens` and the fp16 tokens it reads back as (on their device)."""
+class StoredTokens(NamedTuple):
+    """An image record's tokens as stored, and the fp16 tokens every reader gets back."""
+
+    tokens: np.ndarray  # float16 [T, C], or int8 [T, C] with `token_scale`
+    token_scale: np.ndarray | None  # float16 [T] for int8 storage, else None
+    readback: torch.Tensor  # float16 [T, C] on the input's device: descriptors pool these
+
+
+def store_tokens(tokens: torch.Tensor, features: str) -> StoredTokens:
+    """fp16 `tokens` [T, C] in the storage `features` names ("fp16" or "int8")."""
+    if features == "fp16":
+        return StoredTokens(tokens.cpu().numpy(), None, tokens)
+    if features != "int8":
+        raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
     q, scale = quantize(tokens)
     back = torch.from_numpy(dequantize(q, scale)).to(tokens.device)
-    return back, (q, scale)
+    return StoredTokens(q, scale, back)

@@ -1,47 +1,75 @@
-"""Read side of the cache: the only thing training and evaluation need (no dataset root)."""
+"""The one way to read a finished cache: training, evaluation and pictures all read through here.
+
+    cache = Cache(CACHE)
+    samples = cache.samples("exo2ego", "train")
+    rec = cache.image(samples[0].src)            # a record handle (memoised per process)
+    tokens = cache.tokens(rec)                   # float16 [T, 768], fp16 or int8 storage
+    rows = cache.rows(cache.cands("exo2ego", samples[0].dst), "desc", [3, 1])
+
+A record handle knows where each of its array fields lies in its shard file (see `extents`):
+array fields are read with positional reads of exactly the bytes asked for, into arrays the
+caller may supply (a whole batch is allocated once and read into); strings (RLEs, names) and
+anything HDF5 alone can read go through h5py. File handles are opened lazily per process, so
+a `Cache` is safe to hand to DataLoader workers. A later device-resident token store sits
+behind `tokens`.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from omama.cache import quant
-from omama.cache.manifest import Manifest, load_manifest, load_samples, manifest_path
+from omama.cache.extents import Extent, advise, extent, read_at, read_rows_at
+from omama.cache.manifest import Manifest, load_manifest, load_samples
+from omama.cache.paths import bad_report_path, manifest_path
 from omama.cache.records import Sample
-from omama.cache.shards import ShardReader, read_rle
+from omama.cache.shards import ShardReader
 from omama.errors import OmamaError, bad_file
 
 log = logging.getLogger(__name__)
 
+_MEMO_RECORDS = 4096  # record handles kept per process (a few hundred bytes each)
 
-def read_tokens(group: h5py.Group, out: np.ndarray | None = None) -> np.ndarray:
-    """An image record's patch tokens as float16 [T, 768], whichever way they are stored.
 
-    The one place that knows the 8-bit layout (`tokens` int8 + `token_scale`): training,
-    evaluation and a later precompute run all read tokens through here.
-    """
-    ds = group["tokens"]
-    if "token_scale" in group:
-        return quant.dequantize(ds[()], group["token_scale"][()], out)
-    if out is None:
-        return ds[()]
-    ds.read_direct(out)
-    return out
+@dataclass(frozen=True)
+class Record:
+    """One cached record: its shard, its group path and the extents of its array fields."""
+
+    shard: str
+    path: str
+    fields: dict[str, Extent | None]  # every dataset of the group; None: read through h5py
+
+    @property
+    def quantized(self) -> bool:
+        """Tokens stored as int8 with one fp16 scale per token (`--features int8`)."""
+        return "token_scale" in self.fields
 
 
 class Cache:
-    """A finished cache folder; picklable, so DataLoader workers each open their own handles."""
+    """A finished cache folder, read-only; picklable (workers open their own handles)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, manifest: Manifest | None = None) -> None:
+        """`manifest`: a writer's in-memory listing (precompute reusing what it has written);
+        by default the one on disk."""
         self.path = Path(path)
-        manifest = load_manifest(self.path)
+        manifest = manifest or load_manifest(self.path)
         if manifest is None:
             raise bad_file(manifest_path(self.path), "no cache here; run omama-precompute first")
         self.manifest: Manifest = manifest
         self.shards = ShardReader(self.path)
+        self._memo: OrderedDict[str, Record] = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        """A worker process starts with no handles and an empty memo (both are per process)."""
+        return {**self.__dict__, "shards": ShardReader(self.path), "_memo": OrderedDict()}
 
     # --- samples -------------------------------------------------------------------------
     def samples(self, direction: str, split: str) -> list[Sample]:
@@ -50,7 +78,7 @@ class Cache:
         cands = self.manifest.candidates.get(direction, {})
         kept = [s for s in samples if s.src in self.manifest.images and s.dst in cands]
         if len(kept) < len(samples):
-            report = self.path / "reports" / f"bad_{direction}_{split}.json"
+            report = bad_report_path(self.path, direction, split)
             log.warning(
                 "%s %s: skipping %d of %d pairs whose images were not cached%s",
                 direction,
@@ -62,36 +90,6 @@ class Cache:
         if not kept:
             raise OmamaError(f"{self.path}: no usable {direction} {split} samples in this cache")
         return kept
-
-    # --- records -------------------------------------------------------------------------
-    def image_group(self, key: str) -> h5py.Group:
-        shard = self.manifest.images.get(key)
-        if shard is None:
-            raise bad_file(manifest_path(self.path), f"image {key} is not in this cache")
-        return self.shards.group(shard, f"img/{key}")
-
-    def cand_group(self, direction: str, key: str) -> h5py.Group:
-        shard = self.manifest.candidates.get(direction, {}).get(key)
-        if shard is None:
-            raise bad_file(
-                manifest_path(self.path), f"{direction} candidates of {key} are not in this cache"
-            )
-        return self.shards.group(shard, f"cand/{direction}/{key}")
-
-    def grid(self, key: str) -> tuple[int, int]:
-        return tuple(int(v) for v in self.image_group(key).attrs["grid"])
-
-    def tokens(self, key: str, out: np.ndarray | None = None) -> np.ndarray:
-        return read_tokens(self.image_group(key), out)
-
-    def obj_desc(self, key: str, k: int) -> np.ndarray:
-        return self.image_group(key)["obj_desc"][k]
-
-    def obj_rle(self, key: str, k: int) -> dict:
-        return read_rle(self.image_group(key)["obj_rle"], k)
-
-    def cand_rle(self, direction: str, key: str, i: int) -> dict:
-        return read_rle(self.cand_group(direction, key)["rle"], i)
 
     def role_grids(self, samples: list[Sample]) -> tuple[tuple[int, int], tuple[int, int]]:
         """(destination grid, source grid): one each, since the matcher's position embeddings
@@ -111,6 +109,134 @@ class Cache:
                     )
             grids.append(want)
         return grids[0], grids[1]
+
+    # --- record handles ------------------------------------------------------------------
+    def image(self, key: str) -> Record:
+        """The image record `img/{key}`: tokens, image, obj_* fields."""
+        shard = self.manifest.images.get(key)
+        if shard is None:
+            raise bad_file(manifest_path(self.path), f"image {key} is not in this cache")
+        return self._record(shard, f"img/{key}")
+
+    def cands(self, direction: str, key: str) -> Record:
+        """The candidate record `cand/{direction}/{key}`: desc, boxes, adj, rle, anchor."""
+        shard = self.manifest.candidates.get(direction, {}).get(key)
+        if shard is None:
+            raise bad_file(
+                manifest_path(self.path), f"{direction} candidates of {key} are not in this cache"
+            )
+        return self._record(shard, f"cand/{direction}/{key}")
+
+    def _record(self, shard: str, path: str) -> Record:
+        rec = self._memo.get(path)
+        if rec is not None:
+            self._memo.move_to_end(path)
+            return rec
+        group = self._group(shard, path)
+        fields = {name: extent(ds) for name, ds in group.items() if isinstance(ds, h5py.Dataset)}
+        rec = Record(shard, path, fields)
+        self._memo[path] = rec
+        if len(self._memo) > _MEMO_RECORDS:
+            self._memo.popitem(last=False)
+        return rec
+
+    def _group(self, shard: str, path: str) -> h5py.Group:
+        try:
+            return self.shards.file(shard)[path]
+        except KeyError:
+            raise bad_file(self.shards.dir / shard, f"record {path} is missing") from None
+
+    def _dataset(self, rec: Record, name: str) -> h5py.Dataset:
+        if name not in rec.fields:
+            raise bad_file(self.shards.dir / rec.shard, f"record {rec.path} has no {name}")
+        return self._group(rec.shard, rec.path)[name]
+
+    def _fd(self, rec: Record) -> int:
+        return self.shards.file(rec.shard).id.get_vfd_handle()
+
+    # --- fields --------------------------------------------------------------------------
+    def shape(self, rec: Record, name: str) -> tuple[int, ...]:
+        ext = rec.fields.get(name)
+        return ext.shape if ext is not None else tuple(self._dataset(rec, name).shape)
+
+    def attr(self, rec: Record, name: str) -> tuple[int, ...]:
+        """An integer-pair attribute of the record (`grid`, `orig_hw`)."""
+        return tuple(int(v) for v in self._group(rec.shard, rec.path).attrs[name])
+
+    def hint(self, rec: Record, name: str, rows: Sequence[int] | np.ndarray | None = None) -> None:
+        """Announce a read (the whole field, or some rows) so cold reads queue together."""
+        ext = rec.fields.get(name)
+        if ext is not None:
+            advise(self._fd(rec), ext, None if rows is None else np.asarray(rows, np.int64))
+
+    def whole(self, rec: Record, name: str, out: np.ndarray | None = None) -> np.ndarray:
+        """The whole field, into `out` when given (same shape and dtype)."""
+        ext = rec.fields.get(name)
+        if ext is None:
+            data = self._dataset(rec, name)[()]
+            if out is None:
+                return data
+            out[...] = data
+            return out
+        if out is None:
+            out = np.empty(ext.shape, ext.dtype)
+        read_at(self._fd(rec), out, ext.offset)
+        return out
+
+    def rows(self, rec: Record, name: str, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The given rows in the given order; each distinct row is read once."""
+        rows = np.asarray(rows, dtype=np.int64)
+        shape = self.shape(rec, name)
+        if rows.size and (rows.min() < 0 or rows.max() >= shape[0]):
+            raise IndexError(f"row out of range 0..{shape[0] - 1} in {rec.path}/{name}")
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        ext = rec.fields.get(name)
+        if ext is None:
+            out = self._dataset(rec, name)[uniq]
+        else:
+            out = np.empty((len(uniq), *ext.shape[1:]), ext.dtype)
+            read_rows_at(self._fd(rec), ext, uniq, out)
+        in_order = len(uniq) == len(rows) and bool((inverse == np.arange(len(rows))).all())
+        return out if in_order else out[inverse]
+
+    def tokens(self, rec: Record | str, out: np.ndarray | None = None) -> np.ndarray:
+        """An image's patch tokens as float16 [T, 768], whichever way they are stored; into
+        `out` (float16 [T, 768]) when given. The one place that reads the 8-bit layout."""
+        if isinstance(rec, str):
+            rec = self.image(rec)
+        if rec.quantized:
+            return quant.dequantize(self.whole(rec, "tokens"), self.whole(rec, "token_scale"), out)
+        return self.whole(rec, "tokens", out)
+
+    def string(self, rec: Record, name: str, i: int) -> str:
+        value = self._dataset(rec, name)[i]
+        return value.decode() if isinstance(value, bytes) else value
+
+    # --- by key, for the few reads outside the hot paths -------------------------------
+    def grid(self, key: str) -> tuple[int, int]:
+        return self.attr(self.image(key), "grid")  # type: ignore[return-value]
+
+    def orig_hw(self, key: str) -> tuple[int, int]:
+        """The image file's (height, width) before the portrait policy and the crop."""
+        return self.attr(self.image(key), "orig_hw")  # type: ignore[return-value]
+
+    def pixels(self, key: str) -> np.ndarray:
+        """The cropped RGB image, uint8 [H, W, 3]."""
+        return self.whole(self.image(key), "image")
+
+    def obj_desc(self, key: str, k: int) -> np.ndarray:
+        return self.rows(self.image(key), "obj_desc", [k])[0]
+
+    def obj_rle(self, key: str, k: int) -> dict:
+        """Object k's ground-truth RLE at the annotation's resolution."""
+        return json.loads(self.string(self.image(key), "obj_rle", k))
+
+    def cand_count(self, direction: str, key: str) -> int:
+        return self.shape(self.cands(direction, key), "desc")[0]
+
+    def cand_rle(self, direction: str, key: str, i: int) -> dict:
+        """Candidate i's mask as an RLE at the crop size."""
+        return json.loads(self.string(self.cands(direction, key), "rle", i))
 
     def close(self) -> None:
         self.shards.close()

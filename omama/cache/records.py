@@ -1,4 +1,7 @@
-"""What one cached image and one cached candidate set hold, and what a training sample names."""
+"""What one cached image and one cached candidate set hold, and what a training sample names.
+
+The records as Python objects; how they are laid out in a shard is `omama.cache.schema`.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ def image_key(take: str, cam: str, frame: str) -> str:
 class ImageRecord:
     """Backbone output and annotated-object descriptors of one image."""
 
-    tokens: np.ndarray  # float16 [gh*gw, 768], row-major patch grid
+    tokens: np.ndarray  # float16 [gh*gw, 768], row-major patch grid (int8 with token_scale)
     image: np.ndarray  # uint8 [H, W, 3] RGB at the crop size
     grid: tuple[int, int]
     orig_hw: tuple[int, int]  # the JPEG's size before the portrait policy and crop
@@ -24,7 +27,7 @@ class ImageRecord:
     obj_desc: np.ndarray  # float32 [K, 1536] descriptor of each annotated object's mask
     obj_box: np.ndarray  # float32 [K, 4] tight box (x, y, w, h) in the crop frame
     obj_rle: list[str]  # JSON of each object's RLE at annotation resolution (ground truth)
-    # 8-bit storage (--features int8): `tokens` are int8 and this is their fp16 scale per token
+    # 8-bit storage (--features int8, omama.cache.quant): one fp16 scale per token
     token_scale: np.ndarray | None = None
 
 

@@ -8,7 +8,6 @@ record, sample rows pointing at cached objects) and returns the problems as one-
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,21 +15,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from omama.cache.manifest import (
-    Manifest,
-    file_sha256,
-    load_manifest,
-    load_samples,
-    manifest_path,
-    samples_path,
-)
+from omama.cache import schema
+from omama.cache.manifest import Manifest, load_manifest, load_samples
+from omama.cache.paths import bad_report_path, manifest_path, samples_path, shards_dir
 from omama.errors import OmamaError
+from omama.files import file_sha256, read_json
 
 log = logging.getLogger(__name__)
-
-PATCH = 14
-DIM = 768
-DESC = 2 * DIM
 
 
 @dataclass
@@ -42,22 +33,29 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
 
 
-def _check(ds: h5py.Group, name: str, dtype: str, shape: tuple) -> str | None:
-    """`None` when `ds[name]` has this dtype and shape (-1 matches any length), else why not."""
-    if name not in ds:
+def _check(g: h5py.Group, spec: schema.Field, sizes: dict[str, int]) -> str | None:
+    """`None` when `g` holds `spec` with its dtype and shape (-1 matches any length), else why
+    not."""
+    name, shape = spec.name, spec.resolve(sizes)
+    if name not in g:
         return f"{name} missing"
-    item = ds[name]
+    item = g[name]
     if not isinstance(item, h5py.Dataset):
         return f"{name} is not a dataset"
-    got = "str" if h5py.check_string_dtype(item.dtype) else str(item.dtype)
-    if got != dtype:
-        return f"{name} has dtype {got}, expected {dtype}"
+    got = schema.STR if h5py.check_string_dtype(item.dtype) else str(item.dtype)
+    if got != spec.dtype:
+        return f"{name} has dtype {got}, expected {spec.dtype}"
     if len(item.shape) != len(shape) or any(
-        w != -1 and g != w for g, w in zip(item.shape, shape, strict=True)
+        w != -1 and n != w for n, w in zip(item.shape, shape, strict=True)
     ):
         want = "(" + ", ".join("*" if w < 0 else str(w) for w in shape) + ")"
         return f"{name} has shape {item.shape}, expected {want}"
     return None
+
+
+def _rows(g: h5py.Group, name: str) -> int:
+    """Length of dataset `name` (-1 when it is absent)."""
+    return g[name].shape[0] if isinstance(g.get(name), h5py.Dataset) else -1
 
 
 def image_problems(g: h5py.Group) -> tuple[list[str], int]:
@@ -69,19 +67,10 @@ def image_problems(g: h5py.Group) -> tuple[list[str], int]:
         return ["attributes grid/orig_hw missing or malformed"], -1
     if len(grid) != 2 or len(orig) != 2 or min(grid) < 1:
         return [f"attributes grid={grid} orig_hw={orig} malformed"], -1
-    k = g["obj_names"].shape[0] if isinstance(g.get("obj_names"), h5py.Dataset) else -1
-    n_tok = grid[0] * grid[1]
+    k = _rows(g, "obj_names")
     quantized = "token_scale" in g  # --features int8: int8 tokens, one fp16 scale per token
-    checks = [
-        _check(g, "tokens", "int8" if quantized else "float16", (n_tok, DIM)),
-        _check(g, "token_scale", "float16", (n_tok,)) if quantized else None,
-        _check(g, "image", "uint8", (grid[0] * PATCH, grid[1] * PATCH, 3)),
-        _check(g, "obj_names", "str", (k,)),
-        _check(g, "obj_desc", "float32", (k, DESC)),
-        _check(g, "obj_box", "float32", (k, 4)),
-        _check(g, "obj_rle", "str", (k,)),
-    ]
-    problems = [c for c in checks if c]
+    sizes = schema.image_sizes(grid, k)
+    problems = [p for f in schema.image_fields(quantized) if (p := _check(g, f, sizes))]
     name = "token_scale" if quantized else "tokens"
     if not problems and not np.isfinite(g[name][()]).all():
         problems.append(f"{name} hold NaN or infinite values")
@@ -90,15 +79,9 @@ def image_problems(g: h5py.Group) -> tuple[list[str], int]:
 
 def cand_problems(g: h5py.Group, n_objects: int) -> list[str]:
     """Problems of one `cand/...` group; `n_objects` sizes `anchor` (-1: not checked)."""
-    n = g["desc"].shape[0] if isinstance(g.get("desc"), h5py.Dataset) else -1
-    checks = [
-        _check(g, "desc", "float32", (n, DESC)),
-        _check(g, "boxes", "float32", (n, 4)),
-        _check(g, "adj", "uint8", (n, n)),
-        _check(g, "rle", "str", (n,)),
-        _check(g, "anchor", "int32", (n_objects,)),
-    ]
-    problems = [c for c in checks if c]
+    n = _rows(g, "desc")
+    sizes = schema.cand_sizes(n, n_objects)
+    problems = [p for f in schema.CAND_FIELDS if (p := _check(g, f, sizes))]
     if n == 0:
         problems.append("no candidates (at least one, possibly empty, is always stored)")
     if not problems:
@@ -117,13 +100,10 @@ def verify_cache(cache: str | Path) -> VerifyReport:
     except OmamaError as exc:
         report.problems.append(str(exc))
         return report
-    except (KeyError, TypeError, AttributeError) as exc:  # valid JSON, wrong structure
-        report.problems.append(f"{manifest_path(cache)}: malformed manifest ({exc!r})")
-        return report
     if manifest is None:
         report.problems.append(f"{manifest_path(cache)}: no manifest; not an omama cache")
         return report
-    shard_dir = cache / "shards"
+    shard_dir = shards_dir(cache)
     whole = _check_shards(manifest, shard_dir, report)
     n_objects = _check_records(manifest, shard_dir, whole, report)
     _check_samples(cache, manifest, n_objects, report)
@@ -217,8 +197,8 @@ def _check_samples(
         path = samples_path(cache, direction, split)
         try:
             samples = load_samples(cache, direction, split)
-        except (OmamaError, ValueError, TypeError) as exc:
-            report.problems.append(str(exc) if isinstance(exc, OmamaError) else f"{path}: {exc}")
+        except OmamaError as exc:
+            report.problems.append(str(exc))
             continue
         report.samples += len(samples)
         if len(samples) != manifest.splits[split_key]:
@@ -247,8 +227,11 @@ def _check_samples(
 
 def _bad_keys(cache: Path, direction: str, split: str) -> set[str]:
     """Images that `--skip-bad` left out, from the run's report."""
-    path = cache / "reports" / f"bad_{direction}_{split}.json"
+    path = bad_report_path(cache, direction, split)
+    if not path.exists():
+        return set()
     try:
-        return {row["key"] for row in json.loads(path.read_text()) if "key" in row}
-    except (OSError, ValueError, TypeError):
+        rows = read_json(path, "bad-input report")
+        return {row["key"] for row in rows if isinstance(row, dict) and "key" in row}
+    except (OmamaError, TypeError):  # unreadable: no pair is excused, so each one is checked
         return set()

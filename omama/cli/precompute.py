@@ -10,8 +10,8 @@ from omama.cache.verify import verify_cache
 from omama.cli.common import run_cli
 from omama.config import parse_config, require
 from omama.errors import OmamaError
-from omama.precompute.pipeline import PrecomputeConfig, run_precompute
-from omama.precompute.plan import dry_run
+from omama.precompute.estimate import dry_run
+from omama.precompute.run import PrecomputeConfig, run_precompute
 
 log = logging.getLogger("omama.cli.precompute")
 
@@ -20,7 +20,7 @@ DESCRIPTION = (
     "shards with features, images, candidate masks, adjacency and descriptors. Rerun the same "
     "command to resume; run it for other splits and directions into the same --cache. "
     "Under torchrun each rank computes its own part of the images, then rank 0 merges; for "
-    "job arrays use --shard-index/--num-shards (the last part to finish merges, or --merge)."
+    "job arrays use --part/--parts (the last part to finish merges, or --merge)."
 )
 
 

@@ -52,12 +52,12 @@ class Pair:
     direction: str
 
     @property
-    def source_cam(self) -> str:
+    def src_cam(self) -> str:
         """The camera whose mask is given (exo for exo2ego, ego for ego2exo)."""
         return self.exo_cam if self.direction == "exo2ego" else self.ego_cam
 
     @property
-    def dest_cam(self) -> str:
+    def dst_cam(self) -> str:
         """The camera where the object is searched (ego for exo2ego, exo for ego2exo)."""
         return self.ego_cam if self.direction == "exo2ego" else self.exo_cam
 
@@ -244,7 +244,7 @@ class Annotations:
 def validate_pairs(pairs: list[Pair], annotations: Annotations, path: str | Path) -> None:
     """Fail early (naming the pairs file `path`) on pairs that cannot become samples."""
     for pair in pairs:
-        name = f"pair {pair.take}/{pair.obj}/{pair.source_cam}->{pair.dest_cam}/{pair.frame}"
+        name = f"pair {pair.take}/{pair.obj}/{pair.src_cam}->{pair.dst_cam}/{pair.frame}"
         ann_path = annotations.path(pair.take)
         if not ann_path.is_file():
             raise bad_file(path, f"{name}: take {pair.take!r} has no annotation file {ann_path}")
@@ -253,9 +253,9 @@ def validate_pairs(pairs: list[Pair], annotations: Annotations, path: str | Path
             raise bad_file(
                 path, f"{name}: pair names object {_show(pair.obj)} absent from annotation.json"
             )
-        if str(pair.frame) not in masks[pair.obj].get(pair.source_cam, {}):
+        if str(pair.frame) not in masks[pair.obj].get(pair.src_cam, {}):
             raise bad_file(
                 path,
-                f"{name}: source mask absent from annotation.json (camera {pair.source_cam!r}, "
+                f"{name}: source mask absent from annotation.json (camera {pair.src_cam!r}, "
                 f"frame {pair.frame}); a pair needs an annotated source mask",
             )

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from omama.files import write_torch
 from omama.errors import bad_file
+from omama.files import write_torch
 from omama.matcher.model import OMaMaMatcher
 
 log = logging.getLogger(__name__)
@@ -165,3 +165,14 @@ def save_matcher_state(model: OMaMaMatcher, path: str | Path) -> None:
     """Write a plain state_dict (reference key names) atomically: temp file, then rename."""
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
     write_torch(state, path)  # a failed write is one line and leaves the old file intact
+
+
+def build_matcher(
+    grid_t: tuple[int, int], grid_q: tuple[int, int], checkpoint: Path | None = None
+) -> OMaMaMatcher:
+    """A matcher for these destination / source patch grids, with `checkpoint`'s weights
+    when given (omama's or the released O-MaMa file), else freshly initialised."""
+    model = OMaMaMatcher(grid_t=grid_t, grid_q=grid_q)
+    if checkpoint is not None:
+        load_matcher_state(model, checkpoint)
+    return model

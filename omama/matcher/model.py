@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import trunc_normal_
 
+from omama.constants import TOKEN_DIM
 from omama.matcher.attention import ORDERS, ContextAttention
 
 
@@ -34,14 +35,17 @@ class OMaMaMatcher(nn.Module):
     embeddings have one row per patch of each.
     """
 
-    def __init__(self, grid_t: tuple[int, int], grid_q: tuple[int, int], dim: int = 768) -> None:
+    def __init__(
+        self, grid_t: tuple[int, int], grid_q: tuple[int, int], dim: int = TOKEN_DIM
+    ) -> None:
         super().__init__()
         self.grid_t = (int(grid_t[0]), int(grid_t[1]))
         self.grid_q = (int(grid_q[0]), int(grid_q[1]))
         self.dim = dim
         self.attn_order = "auto"
         self.mlp = _SharedMLP(3 * dim, dim)
-        # Present for checkpoint parity only: the reference never calls it.
+        # Present for checkpoint parity only: the reference never calls it, so it is frozen
+        # (AdamW skips it either way; DDP would otherwise wait for its gradients).
         self.mlp_visible = nn.Sequential(
             nn.Linear(2 * dim, dim),
             nn.ReLU(),
@@ -50,7 +54,7 @@ class OMaMaMatcher(nn.Module):
             nn.Linear(256, 128),
             nn.ReLU(),
             nn.Linear(128, 2),
-        )
+        ).requires_grad_(False)
         self.CROSS_context_attn = ContextAttention(dim)
         n_t = self.grid_t[0] * self.grid_t[1]
         n_q = self.grid_q[0] * self.grid_q[1]

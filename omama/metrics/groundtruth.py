@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from omama.constants import is_ego
 from omama.errors import OmamaError
 
 
@@ -42,10 +43,6 @@ class GTSample:
     frame: str
     src_rle: dict
     dst_rle: dict | None  # None: the object is not visible in the destination camera
-
-
-def _is_ego(cam: str) -> bool:
-    return "aria" in cam
 
 
 def _describe(s: GTSample) -> str:
@@ -80,11 +77,11 @@ def build_gt_json(samples: Iterable[GTSample], version: str = "xx", challenge: s
             int(frame)
         except ValueError:
             raise OmamaError(f"GT samples: frame {frame!r} is not an integer index") from None
-        if _is_ego(s.src_cam) == _is_ego(s.dst_cam):
+        if is_ego(s.src_cam) == is_ego(s.dst_cam):
             raise OmamaError(f"GT samples: {_describe(s)} is not an ego/exo pair")
         if ego_src is None:
-            ego_src = _is_ego(s.src_cam)
-        elif ego_src != _is_ego(s.src_cam):
+            ego_src = is_ego(s.src_cam)
+        elif ego_src != is_ego(s.src_cam):
             raise OmamaError("GT samples: both exo2ego and ego2exo samples; build one GT each")
         ego_cam = s.src_cam if ego_src else s.dst_cam
         if ego_of.setdefault((s.take, s.obj), ego_cam) != ego_cam:

@@ -28,37 +28,20 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from omama import rle
+from omama import masks, rle
+from omama.constants import OFFICIAL_MAX_SIDE, direction_info
 from omama.errors import OmamaError
+from omama.metrics.validate import eval_size, pair_key, schema_problems, split_cams
 
-EVAL_MAX_SIDE = 480
 CONF_THRESHOLD = 0.5
 BOUND_TH = 0.008
 # The official location error divides by the diagonal of a fixed 480x480 frame.
-LOCATION_NORM = math.sqrt(EVAL_MAX_SIDE**2 + EVAL_MAX_SIDE**2)
+LOCATION_NORM = math.sqrt(OFFICIAL_MAX_SIDE**2 + OFFICIAL_MAX_SIDE**2)
 # db_eval_iou adds this to the union before dividing.
 IOU_EPS = 1e-7
 
-DIRECTIONS = {
-    # direction: (prediction key, source camera is ego?)
-    "exo2ego": ("exo-ego", False),
-    "ego2exo": ("ego-exo", True),
-}
-
-
 # --------------------------------------------------------------------------------------------
 # Sizes
-
-
-def eval_size(h: int, w: int) -> tuple[int, int]:
-    """Size (h', w') the official evaluator resizes a GT mask to: longest side 480.
-
-    The float operations are done in the official order (ratio = 1 / longest * 480, then
-    truncation of side * ratio) so that rounding lands on the same integers.
-    """
-    longest = h if h > w else w
-    ratio = 1.0 / longest * EVAL_MAX_SIDE
-    return int(h * ratio), int(w * ratio)
 
 
 def resize_for_eval(mask: np.ndarray) -> np.ndarray:
@@ -83,13 +66,7 @@ def _check_same_shape(pred: np.ndarray, gt: np.ndarray) -> None:
 def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
     """Jaccard index with the official epsilon: inter / (union + 1e-7); an empty union gives 1."""
     _check_same_shape(pred, gt)
-    p = np.asarray(pred).astype(bool)
-    g = np.asarray(gt).astype(bool)
-    union = int(np.count_nonzero(p | g))
-    if union == 0:
-        return 1.0
-    inter = int(np.count_nonzero(p & g))
-    return float(inter / (union + IOU_EPS))
+    return masks.mask_iou(pred, gt, eps=IOU_EPS)
 
 
 def boundary_map(mask: np.ndarray) -> np.ndarray:
@@ -216,93 +193,6 @@ class Metrics:
         return asdict(self)
 
 
-def _direction(direction: str) -> tuple[str, bool]:
-    if direction not in DIRECTIONS:
-        raise OmamaError(f"direction must be one of {sorted(DIRECTIONS)}, got {direction!r}")
-    return DIRECTIONS[direction]
-
-
-def _split_cams(cams) -> tuple[list[str], list[str]]:
-    ego = [c for c in cams if "aria" in c]
-    exo = [c for c in cams if "aria" not in c]
-    return ego, exo
-
-
-def _pair_key(ego_cam: str, exo_cam: str, src_is_ego: bool) -> str:
-    return f"{ego_cam}_{exo_cam}" if src_is_ego else f"{exo_cam}_{ego_cam}"
-
-
-def _check_predictions(pred_json: dict, gt_json: dict, direction: str, strict: bool) -> dict:
-    """The official validator's checks, raised as OmamaError naming what is missing.
-
-    Returns the results dict. Like the tool (strict): every GT take and object must be
-    predicted (and no extra ones), and for each object with an ego and >= 1 exo camera, every
-    camera pair and every frame of the SOURCE camera's GT masks (even frames it will not
-    score) must be there. Not strict: only the GT takes and objects must be there; the frames
-    that are scored are checked while scoring.
-    """
-    key, src_is_ego = _direction(direction)
-    if not isinstance(pred_json, dict) or key not in pred_json:
-        raise OmamaError(f"predictions: no {key!r} section (direction {direction})")
-    section = pred_json[key]
-    if not isinstance(section, dict) or "results" not in section:
-        raise OmamaError(f"predictions: {key!r} has no 'results'")
-    results = section["results"]
-    annotations = gt_json.get("annotations") if isinstance(gt_json, dict) else None
-    if not isinstance(annotations, dict):
-        raise OmamaError("GT: no 'annotations' dict")
-    if strict and len(results) != len(annotations):
-        extra = sorted(set(results) - set(annotations))
-        missing = sorted(set(annotations) - set(results))
-        raise OmamaError(
-            f"predictions: {len(results)} takes, GT has {len(annotations)} "
-            f"(missing {missing[:5]}, not in GT {extra[:5]})"
-        )
-    for take, gt_take in annotations.items():
-        if take not in results:
-            raise OmamaError(f"predictions: take {take} missing")
-        pred_take = results[take]
-        for k in ("masks", "subsample_idx"):
-            if k not in pred_take:
-                raise OmamaError(f"predictions: take {take} has no {k!r}")
-        gt_masks = gt_take["masks"]
-        if strict and len(pred_take["masks"]) != len(gt_masks):
-            raise OmamaError(
-                f"predictions: take {take} has {len(pred_take['masks'])} objects, "
-                f"GT has {len(gt_masks)}"
-            )
-        for obj, cams in gt_masks.items():
-            if obj not in pred_take["masks"]:
-                raise OmamaError(f"predictions: object {obj!r} of take {take} missing")
-            ego, exo = _split_cams(cams)
-            if not strict or not ego or not exo:
-                continue
-            ego_cam = ego[-1]
-            src_frames = cams[ego_cam] if src_is_ego else None
-            for exo_cam in exo:
-                pair = _pair_key(ego_cam, exo_cam, src_is_ego)
-                pred_pair = pred_take["masks"][obj].get(pair)
-                if pred_pair is None:
-                    raise OmamaError(
-                        f"predictions: camera pair {pair} of take {take} object {obj!r} missing"
-                    )
-                frames = src_frames if src_is_ego else cams[exo_cam]
-                for frame in frames:
-                    entry = pred_pair.get(frame)
-                    if entry is None:
-                        raise OmamaError(
-                            f"predictions: frame {frame} of take {take} object {obj!r} "
-                            f"pair {pair} missing"
-                        )
-                    for k in ("pred_mask", "confidence"):
-                        if k not in entry:
-                            raise OmamaError(
-                                f"predictions: take {take} object {obj!r} pair {pair} "
-                                f"frame {frame} has no {k!r}"
-                            )
-    return results
-
-
 def _confidence(value, where: str) -> float:
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
@@ -322,8 +212,12 @@ def evaluate(pred_json: dict, gt_json: dict, direction: str, strict: bool = True
     of the pairs (e.g. every 10th) does not have; ``strict=False`` asks only for the frames
     that are scored. The numbers are the same either way.
     """
-    results = _check_predictions(pred_json, gt_json, direction, strict)
-    _, src_is_ego = _direction(direction)
+    problems = schema_problems(pred_json, gt_json, direction, strict)
+    if problems:
+        n = len(problems)
+        raise OmamaError(f"predictions: {problems[0]} ({n} problem{'s' if n > 1 else ''} in all)")
+    info = direction_info(direction)
+    results, src_is_ego = pred_json[info.challenge_key]["results"], info.source_is_ego
     ious: list[float] = []
     shapes: list[float] = []
     locations: list[float] = []
@@ -332,7 +226,7 @@ def evaluate(pred_json: dict, gt_json: dict, direction: str, strict: bool = True
     for take, gt_take in gt_json["annotations"].items():
         pred_masks = results[take]["masks"]
         for obj, cams in gt_take["masks"].items():
-            ego, exo = _split_cams(cams)
+            ego, exo = split_cams(cams)
             if not ego:
                 continue
             if len(ego) > 1:
@@ -340,7 +234,7 @@ def evaluate(pred_json: dict, gt_json: dict, direction: str, strict: bool = True
             ego_cam = ego[0]
             for exo_cam in exo:
                 src_cam, dst_cam = (ego_cam, exo_cam) if src_is_ego else (exo_cam, ego_cam)
-                pair = _pair_key(ego_cam, exo_cam, src_is_ego)
+                pair = pair_key(src_cam, dst_cam)
                 try:
                     annotated = gt_take["annotated_frames"][obj][dst_cam]
                 except (KeyError, TypeError):
@@ -365,7 +259,7 @@ def evaluate(pred_json: dict, gt_json: dict, direction: str, strict: bool = True
                             raise OmamaError(
                                 f"predictions: {where}: mask is {pred_mask.shape}, the official "
                                 f"evaluator needs {gt_mask.shape} (GT resized to longest side "
-                                f"{EVAL_MAX_SIDE})"
+                                f"{OFFICIAL_MAX_SIDE})"
                             )
                         ious.append(mask_iou(pred_mask, gt_mask))
                         shapes.append(boundary_f_measure(pred_mask, gt_mask))

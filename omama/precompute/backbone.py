@@ -15,24 +15,22 @@ DINOv2 code on 224x224 and 196x350 inputs (fp32 CPU; see the module report).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import timm
 import torch
 from timm.models.vision_transformer import checkpoint_filter_fn
 
+from omama.constants import PATCH, TOKEN_DIM
 from omama.errors import OmamaError, bad_file
+from omama.files import file_sha256, write_torch
 
 log = logging.getLogger(__name__)
 
 ARCH = "vit_base_patch14_reg4_dinov2"
-PATCH = 14
-EMBED_DIM = 768
+EMBED_DIM = TOKEN_DIM
 DEPTH = 12
 NUM_REG = 4
 MLP_DIM = 3072
@@ -243,36 +241,20 @@ def save_random_init(path: Path, seed: int) -> Path:
     Lets tests and the demo run the real loading code without the real weights.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _create_model(init_values=1.0)
     gen = torch.Generator().manual_seed(seed)
-    sd = _to_meta_state_dict(model, gen)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(sd, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_torch(_to_meta_state_dict(model, gen), path)
     return path
 
 
 def weights_fingerprint(path: Path) -> str:
     """sha256 hex digest of the weights file's bytes (a cache key for precomputed features)."""
-    path = Path(path)
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        return file_sha256(path)
     except OSError as exc:
         raise bad_file(path, f"cannot read weights ({exc.strerror or exc})") from exc
-    return digest.hexdigest()
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PATCH = 14
+from omama.constants import PATCH
+from omama.masks import tight_boxes as np_tight_boxes
+
 REDUCTION = 4  # the dense map is a quarter of the cropped image size
 CONTEXT_PX = 100  # context margin, in crop pixels, on each side of the box
 _MASK_CHUNK = 64  # masks resized and reduced per step (bounds memory for N=200 at 700x700)
@@ -168,22 +170,9 @@ def tight_box(mask: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def tight_boxes(masks: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Vectorised tight_box over [N, H, W] -> float32 [N, 4]."""
-    m = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
-    if m.ndim != 3:
-        raise ValueError(f"masks must be [N, H, W], got {m.shape}")
-    m = m != 0
-    rows = m.any(axis=2)  # [N, H]
-    cols = m.any(axis=1)  # [N, W]
-    valid = rows.any(axis=1)
-    H, W = m.shape[1], m.shape[2]
-    y0 = rows.argmax(axis=1)
-    y1 = H - 1 - rows[:, ::-1].argmax(axis=1)
-    x0 = cols.argmax(axis=1)
-    x1 = W - 1 - cols[:, ::-1].argmax(axis=1)
-    out = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).astype(np.float32)
-    out[~valid] = 0
-    return out
+    """Vectorised tight_box over [N, H, W] -> float32 [N, 4] (omama.masks.tight_boxes)."""
+    m = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else masks
+    return np_tight_boxes(m)
 
 
 def box_iou(

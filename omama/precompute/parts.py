@@ -1,26 +1,37 @@
-"""Splitting one precompute run into parts that never write the same file.
+"""A split's images divided into parts, where each part lists its work, and the merge.
 
 Part i of n takes every n-th of the split's unique images (destination images first, so the
-candidate work is spread as evenly as the backbone work), writes shards named
-`{direction}-{split}.part{i}of{n}-NNNNN.h5` and lists them in its own manifest fragment
-`CACHE/parts/{direction}_{split}_{i}-of-{n}.json`, under its own lock. The assignment depends
-only on the pair list, so a part rerun alone takes the same images and resumes its own work.
-Once every fragment is done, one merge lists them all in `manifest.json` under the cache lock.
+candidate work is spread as evenly as the backbone work). A plain run is part 0 of 1: its
+shards are `{direction}-{split}-NNNNN.h5`, listed straight in `manifest.json` under the cache
+lock. Part i of n > 1 writes `{direction}-{split}.part{i}of{n}-NNNNN.h5` and lists them in its
+own part manifest `CACHE/parts/{direction}_{split}_{i}-of-{n}.json` under its own lock, so
+parts never write the same file. The assignment depends only on the pair list, so a part
+rerun alone takes the same images and resumes its own work. Once every part manifest is
+done, `merge_parts` lists them all in `manifest.json` (the caller holds the cache lock).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from omama.files import write_json
-from omama.cache.manifest import Manifest, file_lock
+from omama.cache.manifest import (
+    Manifest,
+    cache_lock,
+    check_settings,
+    file_lock,
+    load_manifest,
+    required,
+    save_manifest,
+)
+from omama.cache.paths import manifest_path, parts_dir, shards_dir
 from omama.errors import OmamaError, bad_file
+from omama.files import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +46,7 @@ class Part:
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
             raise OmamaError(
-                f"--shard-index {self.index} --num-shards {self.count}: "
-                "the index must be in [0, num-shards)"
+                f"--part {self.index} --parts {self.count}: the part must be in [0, parts)"
             )
 
     @property
@@ -44,13 +54,11 @@ class Part:
         return f"{self.index}-of-{self.count}"
 
     def shard_prefix(self, direction: str, split: str) -> str:
-        # '.' (not '-') after the split: a single-process run's stale-temp sweep of
+        if self.count == 1:
+            return f"{direction}-{split}"
+        # '.' (not '-') after the split: a plain run's stale-temp sweep of
         # '{direction}-{split}-*.h5.tmp' must never match a part's files
         return f"{direction}-{split}.part{self.index}of{self.count}"
-
-
-def parts_dir(cache: Path) -> Path:
-    return Path(cache) / "parts"
 
 
 def fragment_path(cache: Path, direction: str, split: str, part: Part) -> Path:
@@ -90,9 +98,6 @@ class Fragment:
     bad: list[dict] = field(default_factory=list)
     done: bool = False
 
-    def to_json(self) -> dict:
-        return {"format": FRAGMENT_FORMAT, **self.__dict__}
-
     def take_own(self, work: Manifest, prefix: str) -> None:
         """Copy the entries of `work` that point at this part's shards (named `prefix-*`)."""
         own = {name for name in work.shards if name.startswith(prefix + "-")}
@@ -105,56 +110,187 @@ class Fragment:
         }
 
 
+_FRAGMENT_KEYS = {
+    "settings": dict,
+    "direction": str,
+    "split": str,
+    "index": int,
+    "count": int,
+    "plan": str,
+    "shards": dict,
+    "images": dict,
+    "candidates": dict,
+    "bad": list,
+    "done": bool,
+}
+
+
 def load_fragment(path: Path) -> Fragment | None:
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text())
-        if data.pop("format", None) != FRAGMENT_FORMAT:
-            raise ValueError("unknown format")
-        return Fragment(**data)
-    except (OSError, ValueError, TypeError) as exc:
-        raise bad_file(
-            path, f"unreadable part manifest ({exc}); delete it to redo the part"
-        ) from None
+    data = required(path, read_json(path, "part manifest"), {}, "part manifest")
+    if data.get("format") != FRAGMENT_FORMAT:
+        raise bad_file(path, "unknown part manifest format; delete it to redo the part")
+    required(path, data, _FRAGMENT_KEYS, "part manifest")
+    return Fragment(**{k: data[k] for k in _FRAGMENT_KEYS})
 
 
 def save_fragment(path: Path, fragment: Fragment) -> None:
-    write_json(fragment.to_json(), path, indent=1)
+    write_json({"format": FRAGMENT_FORMAT, **asdict(fragment)}, path, indent=1)
 
 
-def working_manifest(main: Manifest | None, fragment: Fragment) -> Manifest:
-    """What a part may reuse: the merged cache plus its own earlier shards."""
-    work = Manifest(settings=fragment.settings)
-    for src in (main, fragment):
-        if src is None:
-            continue
-        work.shards.update(src.shards)
-        work.images.update(src.images)
-        for d, table in src.candidates.items():
-            work.candidates.setdefault(d, {}).update(table)
-    return work
+def unfinished_parts(cache: Path, direction: str, split: str, count: int) -> list[str]:
+    """Indices of the parts whose part manifest is missing or not done."""
+    out = []
+    for i in range(count):
+        frag = load_fragment(fragment_path(cache, direction, split, Part(i, count)))
+        if frag is None or not frag.done:
+            out.append(str(i))
+    return out
 
 
-def merge_into(manifest: Manifest, fragments: list[Fragment], shard_dir: Path) -> None:
-    """List every fragment's shards and records in `manifest`; entries already there stay."""
-    for frag in fragments:
+def part_count(cache: Path, direction: str, split: str) -> int:
+    """The n of the `{direction}_{split}_{i}-of-{n}.json` part manifests present (exactly one)."""
+    pattern = re.compile(rf"{re.escape(direction)}_{re.escape(split)}_\d+-of-(\d+)\.json")
+    counts = {
+        int(m.group(1)) for p in parts_dir(cache).glob("*.json") if (m := pattern.fullmatch(p.name))
+    }
+    if len(counts) != 1:
+        found = ", ".join(str(c) for c in sorted(counts)) or "none"
+        raise bad_file(
+            parts_dir(cache),
+            f"cannot tell how many parts {direction} {split} has (found n = {found}); pass --parts",
+        )
+    return counts.pop()
+
+
+@dataclass
+class WholeSplit:
+    """Part 0 of 1: records are listed straight in manifest.json, under the cache lock."""
+
+    cache: Path
+    prefix: str
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        return cache_lock(self.cache)
+
+    def open(self, settings: dict) -> Manifest:
+        """The manifest to extend (what the cache holds, or a new one)."""
+        manifest = load_manifest(self.cache) or Manifest(settings=settings)
+        check_settings(manifest_path(self.cache), manifest.settings, settings)
+        return manifest
+
+    def save(self, work: Manifest) -> None:
+        save_manifest(self.cache, work)
+
+    def done(self, work: Manifest, bad: list[dict]) -> None:
+        """Nothing to add: the split's finish lists the samples and writes the bad report."""
+
+
+@dataclass
+class PartOfSplit:
+    """Part i of n > 1: its own shards and part manifest, under its own lock."""
+
+    cache: Path
+    direction: str
+    split: str
+    part: Part
+    plan: str  # plan_digest of the split's images
+    fragment: Fragment | None = None
+
+    @property
+    def path(self) -> Path:
+        return fragment_path(self.cache, self.direction, self.split, self.part)
+
+    @property
+    def prefix(self) -> str:
+        return self.part.shard_prefix(self.direction, self.split)
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        lock = self.path.with_suffix(".lock")
+        what = f"part {self.part.tag} of {self.direction} {self.split}"
+        return file_lock(lock, f"{lock}: {what} is already running (lock held)")
+
+    def open(self, settings: dict) -> Manifest:
+        """What the part may reuse (the merged cache and its own earlier shards); the part
+        manifest is marked unfinished until `done`."""
+        main = load_manifest(self.cache)
+        if main is not None:
+            check_settings(manifest_path(self.cache), main.settings, settings)
+        frag = load_fragment(self.path)
+        if frag is None:
+            index, count = self.part.index, self.part.count
+            frag = Fragment(settings, self.direction, self.split, index, count, self.plan)
+        else:
+            check_settings(self.path, frag.settings, settings)
+            if frag.plan != self.plan:
+                raise bad_file(
+                    self.path,
+                    "this part was started on another pair list; rerun with the same pairs "
+                    "or delete the part's manifest to start it over",
+                )
+        work = Manifest(settings=frag.settings)
+        for src in (main, frag):
+            if src is not None:
+                _add_listing(work, src, overwrite=True)
+        frag.done, frag.bad = False, []
+        save_fragment(self.path, frag)
+        self.fragment = frag
+        return work
+
+    def save(self, work: Manifest) -> None:
+        self.fragment.take_own(work, self.prefix)
+        save_fragment(self.path, self.fragment)
+
+    def done(self, work: Manifest, bad: list[dict]) -> None:
+        self.fragment.bad = bad
+        self.fragment.done = True
+        self.save(work)
+
+
+def split_listing(
+    cache: Path, direction: str, split: str, part: Part, plan: str
+) -> WholeSplit | PartOfSplit:
+    """Where part `part` of a split lists what it writes."""
+    if part.count == 1:
+        return WholeSplit(cache, part.shard_prefix(direction, split))
+    return PartOfSplit(cache, direction, split, part, plan)
+
+
+def _add_listing(manifest: Manifest, src: Manifest | Fragment, overwrite: bool) -> None:
+    """List `src`'s shards, images and candidate sets in `manifest`; without `overwrite`,
+    entries already there stay."""
+    put = dict.__setitem__ if overwrite else dict.setdefault
+    for name, info in src.shards.items():
+        put(manifest.shards, name, info)
+    for key, name in src.images.items():
+        put(manifest.images, key, name)
+    for d, table in src.candidates.items():
+        mine = manifest.candidates.setdefault(d, {})
+        for key, name in table.items():
+            put(mine, key, name)
+
+
+def merge_parts(
+    cache: Path, direction: str, split: str, count: int, plan: str
+) -> tuple[Manifest, list[dict]]:
+    """Every finished part manifest listed in the cache's manifest (returned, not saved yet),
+    and the parts' bad images. The caller holds the cache lock."""
+    frags = []
+    for i in range(count):
+        path = fragment_path(cache, direction, split, Part(i, count))
+        frag = load_fragment(path)
+        if frag is None or not frag.done:
+            raise bad_file(path, "part not finished; rerun it, then --merge")
+        if frag.plan != plan:
+            raise bad_file(path, "part computed from another pair list than this merge's")
+        frags.append((path, frag))
+    main = load_manifest(cache) or Manifest(settings=frags[0][1].settings)
+    for path, frag in frags:
+        check_settings(path, main.settings, frag.settings)
         for name, info in frag.shards.items():
-            path = shard_dir / name
-            if not path.is_file() or path.stat().st_size != info.get("bytes"):
-                raise bad_file(path, "shard of a finished part is missing or has another size")
-            manifest.shards.setdefault(name, info)
-        for key, name in frag.images.items():
-            manifest.images.setdefault(key, name)
-        for d, table in frag.candidates.items():
-            mine = manifest.candidates.setdefault(d, {})
-            for key, name in table.items():
-                mine.setdefault(key, name)
-
-
-def part_lock(path: Path, what: str, wait: bool = False) -> contextlib.AbstractContextManager[None]:
-    """An exclusive lock on `path`: a second holder is refused (or, with `wait`, waits).
-
-    Locking `CACHE/.lock` this way excludes the same writers as `cache_lock`.
-    """
-    return file_lock(path, f"{path}: {what} is already running (lock held)", wait)
+            shard = shards_dir(cache) / name
+            if not shard.is_file() or shard.stat().st_size != info.get("bytes"):
+                raise bad_file(shard, "shard of a finished part is missing or has another size")
+        _add_listing(main, frag, overwrite=False)
+    return main, [b for _, frag in frags for b in frag.bad]

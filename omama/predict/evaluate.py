@@ -7,19 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omama import dist
-from omama.files import write_json
 from omama.cache.reader import Cache
 from omama.cache.records import Sample
-from omama.config import default_device, default_workers, opt
-from omama.dataset.layout import DIRECTIONS
+from omama.config import default_device, default_workers, opt, require
+from omama.constants import DIRECTIONS, SPLITS
 from omama.errors import OmamaError, bad_file
-from omama.matcher.checkpoint import load_matcher_state
-from omama.matcher.model import OMaMaMatcher
+from omama.files import read_json, write_json
+from omama.matcher.checkpoint import build_matcher
 from omama.metrics.groundtruth import GTSample, build_gt_json
 from omama.metrics.official import Metrics, evaluate
-from omama.predict.challenge import challenge_json, schema_problems
+from omama.predict.challenge import challenge_json
+from omama.predict.ranks import score_across_ranks
 from omama.predict.scoring import Scored, prediction_records, random_scores
-from omama.predict.sharded import score_across_ranks
 from omama.predict.visualize import write_visualizations
 
 log = logging.getLogger(__name__)
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 class EvalConfig:
     cache: Path | None = opt(None, "cache folder made by omama-precompute")
     direction: str = opt("exo2ego", "exo2ego or ego2exo", DIRECTIONS)
-    split: str = opt("test", "split to evaluate", ("train", "val", "test"))
+    split: str = opt("test", "split to evaluate", SPLITS)
     checkpoint: Path | None = opt(None, "matcher weights: omama best.pt/last.pt or O-MaMa's .pt")
     out: Path | None = opt(None, "predictions JSON to write (challenge format)")
     gt: Path | None = opt(None, "official ground-truth JSON; default: built from the cache")
@@ -75,19 +74,10 @@ def measure(
     return pred, gt, evaluate(pred, gt, direction, strict=False)
 
 
-def build_matcher(cache: Cache, samples: list[Sample], checkpoint: Path | None) -> OMaMaMatcher:
-    grid_t, grid_q = cache.role_grids(samples)
-    model = OMaMaMatcher(grid_t=grid_t, grid_q=grid_q)
-    if checkpoint is not None:
-        load_matcher_state(model, checkpoint)
-    return model
-
-
 def run_eval(cfg: EvalConfig) -> Metrics | None:
     """Under torchrun the ranks score interleaved batches and rank 0 writes the one JSON
     (identical to a 1-process run's) and returns the metrics; other ranks return None."""
-    if cfg.cache is None or cfg.out is None:
-        raise OmamaError("--cache and --out are required")
+    require(cfg, "cache", "out")
     if (cfg.checkpoint is None) == (cfg.baseline == "none"):
         raise OmamaError("give exactly one of --checkpoint FILE or --baseline random")
     with dist.session(cfg.device) as env:
@@ -105,7 +95,7 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
             random_scores(cache, cfg.direction, samples, cfg.seed) if dist.is_main(env) else None
         )
     else:
-        model = build_matcher(cache, samples, cfg.checkpoint).to(device)
+        model = build_matcher(*cache.role_grids(samples), cfg.checkpoint).to(device)
         scored = score_across_ranks(
             cache, model, cfg.direction, samples, device, env, cfg.batch_size, cfg.workers, True
         )
@@ -116,7 +106,7 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
     )
     write_json(pred, cfg.out)
     if cfg.gt is not None:
-        gt = _load_json(cfg.gt)
+        gt = read_json(cfg.gt, "ground-truth file")
     else:
         gt = build_gt_json(gt_samples(cache, samples))
         gt_path = cfg.out.with_name(cfg.out.stem + "_gt.json")
@@ -126,10 +116,10 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
         log.warning("crop-size masks: the official evaluator rejects these; metrics skipped")
         return Metrics(float("nan"), float("nan"), float("nan"), float("nan"), 0)
     strict = not cfg.limit  # --limit scores a subset: only its own frames are required
-    problems = schema_problems(pred, gt, cfg.direction, strict=strict)
-    if problems:
-        raise OmamaError(f"{cfg.out}: {len(problems)} schema problems, first: {problems[0]}")
-    metrics = evaluate(pred, gt, cfg.direction, strict=strict)
+    try:  # the one validator runs inside: a file it refuses is named here
+        metrics = evaluate(pred, gt, cfg.direction, strict=strict)
+    except OmamaError as exc:
+        raise bad_file(cfg.out, str(exc)) from None
     metrics_out = cfg.metrics_out or cfg.out.with_name(cfg.out.stem + "_metrics.json")
     write_json(metrics.as_dict(), metrics_out, indent=1)
     if cfg.visualize:
@@ -137,12 +127,3 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
         write_visualizations(cache, cfg.direction, scored[: cfg.visualize], folder)
         log.info("%d pictures in %s", min(cfg.visualize, len(scored)), folder)
     return metrics
-
-
-def _load_json(path: Path) -> dict:
-    import json
-
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise bad_file(path, f"not a readable JSON file ({exc})") from None

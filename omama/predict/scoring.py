@@ -8,14 +8,17 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from omama import rle
-from omama.cache.reader import Cache, read_tokens
+from omama.cache.reader import Cache
 from omama.cache.records import Sample
+from omama.loader.batches import already_batched
+from omama.loader.eval_samples import EvalSamples
 from omama.matcher.model import OMaMaMatcher, predict
-from omama.predict.challenge import PredRecord, official_mask_size
+from omama.metrics.validate import eval_size
+from omama.predict.challenge import PredRecord
 
 log = logging.getLogger(__name__)
 
@@ -27,44 +30,6 @@ class Scored:
     confidence: float
     top5: tuple[int, ...]
     n_cands: int
-
-
-class EvalSamples(Dataset):
-    def __init__(self, cache: Cache, direction: str, samples: list[Sample]) -> None:
-        self.cache, self.direction, self.samples = cache, direction, samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> dict:
-        s = self.samples[i]
-        src = self.cache.image_group(s.src)
-        return {
-            "index": i,
-            "src_tokens": torch.from_numpy(read_tokens(src)),
-            "dst_tokens": torch.from_numpy(read_tokens(self.cache.image_group(s.dst))),
-            "src_desc": torch.from_numpy(src["obj_desc"][s.src_k]),
-            "cand_desc": torch.from_numpy(self.cache.cand_group(self.direction, s.dst)["desc"][()]),
-        }
-
-
-def collate_padded(items: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack a batch whose images hold different numbers of candidates."""
-    n = max(it["cand_desc"].shape[0] for it in items)
-    cand = torch.zeros(len(items), n, items[0]["cand_desc"].shape[1])
-    valid = torch.zeros(len(items), n, dtype=torch.bool)
-    for b, it in enumerate(items):
-        k = it["cand_desc"].shape[0]
-        cand[b, :k] = it["cand_desc"]
-        valid[b, :k] = True
-    return {
-        "index": torch.tensor([it["index"] for it in items]),
-        "src_tokens": torch.stack([it["src_tokens"] for it in items]),
-        "dst_tokens": torch.stack([it["dst_tokens"] for it in items]),
-        "src_desc": torch.stack([it["src_desc"] for it in items]),
-        "cand_desc": cand,
-        "valid": valid,
-    }
 
 
 @torch.inference_mode()
@@ -83,7 +48,7 @@ def score_samples(
         EvalSamples(cache, direction, samples),
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=collate_padded,
+        collate_fn=already_batched,
         pin_memory=device.type == "cuda",
     )
     model.eval()
@@ -112,7 +77,7 @@ def random_scores(cache: Cache, direction: str, samples: list[Sample], seed: int
     rng = np.random.default_rng(seed)
     out = []
     for s in samples:
-        n = cache.cand_group(direction, s.dst)["desc"].shape[0]
+        n = cache.cand_count(direction, s.dst)
         best = int(rng.integers(n))
         out.append(Scored(s, best, float(rng.random()), (best,) * 5, n))
     return out
@@ -126,8 +91,8 @@ def predicted_mask(cache: Cache, direction: str, s: Scored, mask_size: str) -> n
     if s.sample.dst_k >= 0:
         h, w = cache.obj_rle(s.sample.dst, s.sample.dst_k)["size"]
     else:
-        h, w = (int(v) for v in cache.image_group(s.sample.dst).attrs["orig_hw"])
-    th, tw = official_mask_size(h, w)
+        h, w = cache.orig_hw(s.sample.dst)
+    th, tw = eval_size(h, w)
     return cv2.resize(mask, (tw, th), interpolation=cv2.INTER_NEAREST)
 
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 
 from omama import rle
-from omama.files import atomic_path
 from omama.cache.reader import Cache
+from omama.files import atomic_path
 from omama.predict.scoring import Scored
 
 
@@ -31,8 +31,8 @@ def _at(mask_rle: dict, hw: tuple[int, int], where: str) -> np.ndarray:
 
 def render(cache: Cache, direction: str, s: Scored) -> np.ndarray:
     x = s.sample
-    src_img = cache.image_group(x.src)["image"][()]
-    dst_img = cache.image_group(x.dst)["image"][()]
+    src_img = cache.pixels(x.src)
+    dst_img = cache.pixels(x.dst)
     src = overlay(
         src_img, _at(cache.obj_rle(x.src, x.src_k), src_img.shape[:2], x.src), (255, 200, 0)
     )

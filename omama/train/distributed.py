@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import default_collate
 
 from omama.dist import DistEnv
 from omama.errors import OmamaError
@@ -42,16 +41,10 @@ def loss_weight(local: int, world: int, global_n: int) -> float:
 
 
 def wrap(model: torch.nn.Module, env: DistEnv | None, device: torch.device) -> torch.nn.Module:
-    """DDP around the matcher under torchrun; the matcher itself otherwise.
-
-    `mlp_visible` exists for checkpoint parity and never takes part in the forward pass, so
-    it is frozen: DDP would otherwise wait for its gradients. AdamW skips it either way
-    (its gradient is always None), so the optimiser state stays the same as one process's.
-    """
+    """DDP around the matcher under torchrun; the matcher itself otherwise (its unused
+    head is frozen by the model itself, so DDP waits for no gradient that never comes)."""
     if env is None:
         return model
-    if hasattr(model, "mlp_visible"):
-        model.mlp_visible.requires_grad_(False)
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
 
@@ -68,4 +61,4 @@ def padded(
 
 def one_sample_batch(dataset, index: tuple[int, int]) -> dict:
     """A batch of one item, for a filler step (its loss weight is zero)."""
-    return default_collate([dataset[index]])
+    return dataset.__getitems__([index])

@@ -11,22 +11,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from omama import dist
-from omama.files import write_json, write_torch
 from omama.cache.reader import Cache
-from omama.config import default_device, default_workers, opt
-from omama.dataset.layout import DIRECTIONS
+from omama.config import default_device, default_workers, opt, require
+from omama.constants import DIRECTIONS, SPLITS
 from omama.errors import OmamaError, bad_file
-from omama.loader.dataset import EpochSampler, TrainSamples
-from omama.matcher.checkpoint import save_matcher_state
-from omama.matcher.model import matching_loss
-from omama.predict.evaluate import build_matcher, measure
-from omama.predict.sharded import score_across_ranks
+from omama.files import write_json, write_torch
+from omama.loader.sampler import EpochSampler
+from omama.loader.train_samples import TrainSamples
+from omama.matcher.checkpoint import build_matcher, save_matcher_state
+from omama.predict.evaluate import measure
+from omama.predict.ranks import score_across_ranks
 from omama.train import distributed as ddp
 from omama.train.curves import plot_curves
+from omama.train.step import TrainStep, build_optimizer, train_loader
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,9 @@ class TrainConfig:
     cache: Path | None = opt(None, "cache folder made by omama-precompute")
     direction: str = opt("exo2ego", "exo2ego or ego2exo", DIRECTIONS)
     out: Path | None = opt(None, "run folder: checkpoints, log.json, curves.png")
-    train_split: str = opt("train", "split to train on", ("train", "val", "test"))
+    train_split: str = opt("train", "split to train on", SPLITS)
     val_split: str = opt(
-        "val", "split validated after each epoch ('none' to skip)", ("train", "val", "test", "none")
+        "val", "split validated after each epoch ('none' to skip)", (*SPLITS, "none")
     )
     epochs: int = opt(3, "epochs", low=1)
     batch_size: int = opt(24, "samples per step (global: split evenly over torchrun ranks)", low=1)
@@ -59,8 +59,7 @@ class TrainConfig:
 def run_train(cfg: TrainConfig) -> dict:
     """Train; under torchrun, DDP over the ranks with the same samples per global step, the
     same global batch and schedule as one process, and rank 0 alone writing the run folder."""
-    if cfg.cache is None or cfg.out is None:
-        raise OmamaError("--cache and --out are required")
+    require(cfg, "cache", "out")
     with dist.session(cfg.device) as env:
         return _train(cfg, env)
 
@@ -82,12 +81,11 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
     if cfg.val_split != "none":
         val = cache.samples(cfg.direction, cfg.val_split)
         val = val[: cfg.val_limit] if cfg.val_limit else val
-    model = build_matcher(cache, data.samples, cfg.init).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model = build_matcher(*cache.role_grids(data.samples), cfg.init).to(device)
     local_bs = ddp.local_batch_size(cfg.batch_size, env)
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total, eta_min=cfg.min_lr)
+    optimizer, schedule = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.min_lr, total)
     history: dict = {"config": _jsonable(cfg), "steps": [], "epochs": []}
     epoch, step, best_iou = 0, 0, -1.0
     if cfg.resume and state_path.exists():
@@ -114,16 +112,8 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
         save_matcher_state(model, out / "init.pt")  # the untrained matcher, for comparison
     rank, world = (0, 1) if env is None else (env.rank, env.world)
     sampler = EpochSampler(len(data), cfg.seed, rank=rank, num_replicas=world)
-    loader = DataLoader(
-        data,
-        batch_size=local_bs,
-        sampler=sampler,
-        num_workers=cfg.workers,
-        persistent_workers=cfg.workers > 0,
-        prefetch_factor=2 if cfg.workers else None,
-        pin_memory=device.type == "cuda",
-    )
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    loader = train_loader(data, sampler, local_bs, cfg.workers, device)
+    train_step = TrainStep(net, optimizer, schedule, device)
 
     def save_state() -> None:
         if not main:
@@ -169,21 +159,15 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
             disable=not main,
         )
         for batch, is_filler in bar:
-            b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with amp:
-                sims = net(b["src_desc"], b["cand_desc"], b["src_tokens"], b["dst_tokens"])
-            loss = matching_loss(sims.float(), b["pos_index"], b["visible"])
+            weight = None
             if env is not None:  # DDP averages over ranks: make that the global batch mean
                 k = step - epoch * steps_per_epoch
                 n_global = ddp.global_count(len(data), cfg.batch_size, k)
                 n_local = 0 if is_filler else len(batch["visible"])
-                loss = loss * ddp.loss_weight(n_local, env.world, n_global)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+                weight = ddp.loss_weight(n_local, env.world, n_global)
+            loss = train_step(batch, weight)
             step += 1
-            running += loss.detach() if env is None else loss.detach() / env.world
+            running += loss if env is None else loss / env.world
             n_running += 1
             if step % cfg.log_every == 0 or step % steps_per_epoch == 0:
                 dist.all_reduce_sum(env, running)  # every rank logs at the same steps

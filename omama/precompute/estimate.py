@@ -4,8 +4,8 @@ Reads only file headers: each frame's size from its JPEG header (Pillow opens la
 not decode), each candidate file's mask count from the `.npy` header inside the npz (numpy's
 `read_magic` / `read_array_header_*` on the zip member: only its first bytes are inflated),
 and the small boxes `.npy` files. Byte counts are exact for the arrays (tokens, images,
-descriptors, adjacency, boxes, object RLE); candidate RLE strings and HDF5 bookkeeping are
-estimated (see `RLE_*` and `HDF5_*`).
+descriptors, adjacency, boxes; sized from `omama.cache.schema`) and for the objects' RLE
+strings; candidate RLE strings and HDF5 bookkeeping are estimated (see `RLE_*` and `HDF5_*`).
 """
 
 from __future__ import annotations
@@ -19,27 +19,26 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from omama.cache import schema
 from omama.cache.manifest import load_manifest
-from omama.cache.records import image_key
+from omama.constants import PATCH
 from omama.dataset.candidates import candidate_paths
 from omama.dataset.images import crop_size
-from omama.dataset.layout import Annotations, Pair, default_masks_dir, image_path
+from omama.dataset.layout import Annotations, default_masks_dir, image_path
 from omama.errors import OmamaError
+from omama.precompute.jobs import SplitImages, select_pairs, split_images
+from omama.precompute.options import PrecomputeConfig
 from omama.precompute.parts import Part, assign
-from omama.precompute.pipeline import PrecomputeConfig, PrecomputeReport, selected_pairs
 
 log = logging.getLogger(__name__)
 
-DIM = 768
-DESC_BYTES = 2 * DIM * 4  # float32 [1536]
 # A compact mask's column-major COCO RLE has about two runs per column it spans, about
 # 1.5 characters each; plus the JSON around the counts string.
 RLE_PER_COLUMN = 3
 RLE_FIXED = 40
 # HDF5 object headers and group indices, per dataset (measured: ~470 B with libver=latest).
 HDF5_PER_DATASET = 512
-IMAGE_DATASETS = 7  # tokens, image, obj_desc, obj_box, obj_names, obj_rle + the group
-CAND_DATASETS = 6  # desc, boxes, adj, rle, anchor + the group
+KINDS = ("tokens", "images", "descriptors", "adjacency", "rle", "other")
 
 
 @dataclass
@@ -85,40 +84,37 @@ def npz_mask_count(path: Path) -> tuple[int, tuple[int, int] | None]:
     return int(shape[0]), (int(shape[1]), int(shape[2]))
 
 
-def token_bytes(n_tokens: int, features: str) -> int:
-    if features == "int8":
-        return n_tokens * DIM + n_tokens * 2
-    return n_tokens * DIM * 2
+def array_bytes(fields: tuple[schema.Field, ...], sizes: dict[str, int]) -> dict[str, int]:
+    """Bytes of a record's arrays by kind, plus the HDF5 headers of its datasets and group."""
+    out = dict.fromkeys(KINDS, 0)
+    for f in fields:
+        out[f.kind] += f.nbytes(sizes)
+    out["other"] = (len(fields) + 1) * HDF5_PER_DATASET
+    return out
 
 
-def plan_cache(
-    pairs: list[Pair],
+def estimate_cache(
+    images: SplitImages,
     ann: Annotations,
     root: Path,
     masks_dir: Path | None,
     cache: Path | None,
     direction: str,
     split: str,
+    pairs: int,
     features: str = "fp16",
-    num_shards: int = 1,
+    parts: int = 1,
 ) -> CachePlan:
     """Count images, candidates and bytes of the split's records from file headers."""
     masks_dir = masks_dir or default_masks_dir(root, split, direction)
     manifest = load_manifest(cache) if cache is not None and Path(cache).exists() else None
     have_img = manifest.images if manifest else {}
     have_cand = manifest.candidates.get(direction, {}) if manifest else {}
-    plan = CachePlan(direction, split, pairs=len(pairs))
-    images: dict[str, tuple[str, str, str]] = {}
-    dest: set[str] = set()
-    for p in pairs:
-        images[image_key(p.take, p.source_cam, p.frame)] = (p.take, p.source_cam, p.frame)
-        images[image_key(p.take, p.dest_cam, p.frame)] = (p.take, p.dest_cam, p.frame)
-        dest.add(image_key(p.take, p.dest_cam, p.frame))
-    plan.images, plan.dest_images = len(images), len(dest)
-    total = dict.fromkeys(("tokens", "images", "descriptors", "adjacency", "rle", "other"), 0)
+    plan = CachePlan(direction, split, pairs=pairs)
+    plan.images, plan.dest_images = len(images.where), len(images.dest)
+    total = dict.fromkeys(KINDS, 0)
     n_cands: dict[str, int] = {}
-    for key in sorted(images):
-        take, cam, frame = images[key]
+    for key, (take, cam, frame) in images.where.items():
         try:
             hw = crop_size(*jpeg_size(image_path(root, take, cam, frame)))
         except Exception as exc:  # any unreadable header: report it, keep planning
@@ -126,35 +122,30 @@ def plan_cache(
             continue
         objs = ann.objects_at(take, cam, frame)
         plan.objects += len(objs)
-        rle_bytes = sum(len(json.dumps(ann.rle(take, o, cam, frame))) + len(o) for o in objs)
-        parts = [
-            {
-                "tokens": token_bytes((hw[0] // 14) * (hw[1] // 14), features),
-                "images": hw[0] * hw[1] * 3,
-                "descriptors": len(objs) * (DESC_BYTES + 16),
-                "rle": rle_bytes,
-                "other": IMAGE_DATASETS * HDF5_PER_DATASET,
-            }
-        ]
-        cached = [key in have_img]
-        if key in dest:
+        grid = (hw[0] // PATCH, hw[1] // PATCH)
+        rec = array_bytes(
+            schema.image_fields(quantized=features == "int8"), schema.image_sizes(grid, len(objs))
+        )
+        rec["rle"] += sum(len(json.dumps(ann.rle(take, o, cam, frame))) + len(o) for o in objs)
+        records = [(rec, key in have_img)]
+        if key in images.dest:
             cand = _candidate_bytes(masks_dir, take, cam, frame, hw, len(objs), plan)
             if cand is not None:
                 n_cands[key] = cand.pop("n")
-                parts.append(cand)
-                cached.append(key in have_cand)
-        plan.cached_images += cached[0]
-        plan.cached_cand_sets += len(cached) > 1 and cached[1]
-        for rec, done in zip(parts, cached, strict=True):
+                records.append((cand, key in have_cand))
+        plan.cached_images += records[0][1]
+        plan.cached_cand_sets += len(records) > 1 and records[1][1]
+        for rec, done in records:
             for kind, n in rec.items():
                 total[kind] += n
             plan.new_bytes += 0 if done else sum(rec.values())
     plan.candidates = sum(n_cands.values())
     plan.bytes = total
-    if num_shards > 1:
-        for i in range(num_shards):
-            mine = assign(images, dest, Part(i, num_shards))
-            plan.parts.append((len(mine), len(mine & dest), sum(n_cands.get(k, 0) for k in mine)))
+    if parts > 1:
+        for i in range(parts):
+            mine = assign(images.where, images.dest, Part(i, parts))
+            dest = mine & images.dest
+            plan.parts.append((len(mine), len(dest), sum(n_cands.get(k, 0) for k in mine)))
     return plan
 
 
@@ -170,13 +161,9 @@ def _candidate_bytes(
         return None
     scale = hw[1] / mask_hw[1] if mask_hw else 1.0
     widths = np.clip(boxes[:, 2] * scale, 0, hw[1]) if len(boxes) else np.zeros(n)
-    return {
-        "n": n,
-        "descriptors": n * (DESC_BYTES + 16) + k * 4,
-        "adjacency": n * n,
-        "rle": int(np.sum(RLE_PER_COLUMN * np.ceil(widths) + RLE_FIXED)),
-        "other": CAND_DATASETS * HDF5_PER_DATASET,
-    }
+    rec = array_bytes(schema.CAND_FIELDS, schema.cand_sizes(n, k))
+    rec["rle"] += int(np.sum(RLE_PER_COLUMN * np.ceil(widths) + RLE_FIXED))
+    return {"n": n, **rec}
 
 
 def _size(n: float) -> str:
@@ -219,16 +206,17 @@ def dry_run(cfg: PrecomputeConfig) -> str:
         raise OmamaError("--root is required")
     root = Path(cfg.root)
     ann = Annotations(root)
-    pairs, subset = selected_pairs(cfg, ann, PrecomputeReport())
-    plan = plan_cache(
-        pairs,
+    chosen = select_pairs(cfg, ann)
+    plan = estimate_cache(
+        split_images(chosen.pairs),
         ann,
         root,
         cfg.masks_dir,
         cfg.cache,
         cfg.direction,
         cfg.split,
+        len(chosen.pairs),
         cfg.features,
-        cfg.num_shards,
+        cfg.parts,
     )
-    return format_plan(plan, subset["pairs_in_file"] if subset else None)
+    return format_plan(plan, chosen.subset["pairs_in_file"] if chosen.subset else None)

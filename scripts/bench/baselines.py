@@ -1,49 +1,15 @@
-"""The plain forms `make bench` times omama against, written as directly as the method reads.
-
-Nothing here is tuned: each function is the obvious transcription, so that a ratio in
-BENCHMARKS.md says how much the project's path saves over the straightforward code.
+"""The plain reads `make bench` times the cache loader against (row 4), written as directly as
+they read: nothing here is tuned, so that a ratio says how much the loader gives up or gains
+over the straightforward code. The plain oracles the tests share are in `tests/oracles.py`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 READ_CHUNK = 1 << 20  # bytes per read() of the raw sequential baseline
-
-
-def loop_descriptors(dense: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Section 5, one mask at a time: nearest-resize the mask to the dense map, average the
-    features under it; grow the box by 100 px, clamp, divide by 4, average the window."""
-    c, h, w = dense.shape
-    n, big_h, big_w = masks.shape
-    out = torch.zeros(n, 2 * c, device=dense.device)
-    for i in range(n):
-        m = F.interpolate(masks[i][None, None].float(), size=(h, w), mode="nearest")[0, 0]
-        m = (m != 0).float()
-        if m.sum() > 0:
-            out[i, :c] = (dense * m).sum(dim=(1, 2)) / m.sum()
-        x, y, bw, bh = (int(v) for v in boxes[i].tolist())  # int() truncates toward zero
-        x1, y1, x2, y2 = x, y, x + bw, y + bh
-        x1 = min(max(x1 - 100, 0), big_w)
-        y1 = min(max(y1 - 100, 0), big_h)
-        x2 = min(max(x2 + 100, 0), big_w)
-        y2 = min(max(y2 + 100, 0), big_h)
-        x1, y1, x2, y2 = (math.floor(v / 4) for v in (x1, y1, x2, y2))
-        x2 = max(x1 + 1, x2)
-        y2 = max(y1 + 1, y2)
-        max_x, max_y = big_w // 4 - 1, big_h // 4 - 1
-        x1 = min(max(x1, 0), max_x)
-        y1 = min(max(y1, 0), max_y)
-        x2 = min(max(x2, 0), max_x + 1)
-        y2 = min(max(y2, 0), max_y + 1)
-        out[i, c:] = dense[:, y1:y2, x1:x2].mean(dim=(1, 2))
-    return out
 
 
 def drop_from_page_cache(paths: Iterable[Path]) -> bool:

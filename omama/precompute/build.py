@@ -1,0 +1,248 @@
+"""The compute loop of one part: images read and decoded in workers, the backbone in batches of
+one size, descriptors pooled, records written to shards.
+
+    jobs -> (DataLoader workers) decode, crop, masks, adjacency
+         -> (main process) backbone -> stored tokens -> descriptors -> records -> ShardWriter
+
+Each published shard is handed to the caller's `save`, which lists it (manifest.json or a
+part manifest), so a killed run keeps every listed shard and resumes from there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from omama import rle
+from omama.cache.manifest import Manifest
+from omama.cache.quant import StoredTokens, store_tokens
+from omama.cache.reader import Cache
+from omama.cache.records import CandidateRecord, ImageRecord
+from omama.cache.writer import ShardWriter
+from omama.constants import PATCH
+from omama.dataset.candidates import load_candidates
+from omama.dataset.images import crop_size, preprocess_image, read_image, resize_mask
+from omama.dataset.layout import Annotations, default_masks_dir, image_path
+from omama.errors import OmamaError
+from omama.precompute import adjacency, backbone, descriptors
+from omama.precompute.jobs import Job
+from omama.precompute.options import PrecomputeConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Built:
+    """What one build computed, and the images it left out as bad (--skip-bad)."""
+
+    images: int = 0
+    candidate_sets: int = 0
+    bad: list[dict] = field(default_factory=list)
+
+
+class PrepareDataset(Dataset):
+    """CPU side of one image, run in DataLoader workers to overlap with the backbone."""
+
+    def __init__(self, jobs: list[Job], root: Path, masks_dir: Path, ann: Annotations) -> None:
+        self.jobs, self.root, self.masks_dir, self.ann = jobs, root, masks_dir, ann
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, i: int) -> dict:
+        job = self.jobs[i]
+        try:
+            return self._prepare(job)
+        except OmamaError as exc:  # carried to the main process as data: one clean line
+            return {"job": job, "error": str(exc)}
+
+    def _prepare(self, job: Job) -> dict:
+        path = image_path(self.root, job.take, job.cam, job.frame)
+        raw = read_image(path)
+        orig_hw = (int(raw.shape[0]), int(raw.shape[1]))
+        image = preprocess_image(raw)
+        hw = (int(image.shape[0]), int(image.shape[1]))
+        if hw != crop_size(*orig_hw):
+            raise OmamaError(f"{path}: preprocessing gave {hw}, expected {crop_size(*orig_hw)}")
+        out: dict = {"job": job, "image": image, "orig_hw": orig_hw, "hw": hw}
+        obj_rle, obj_masks = [], []
+        for obj in job.objects:
+            r = self.ann.rle(job.take, obj, job.cam, job.frame)
+            where = f"{self.ann.path(job.take)} [{obj}/{job.cam}/{job.frame}]"
+            obj_masks.append(resize_mask(rle.decode(r, where), hw))
+            obj_rle.append(json.dumps(r))
+        out["obj_rle"] = obj_rle
+        out["obj_masks"] = np.stack(obj_masks) if obj_masks else np.zeros((0, *hw), dtype=np.uint8)
+        if job.need_cands:
+            masks, boxes = load_candidates(
+                self.masks_dir, job.take, job.cam, job.frame, hw, orig_hw
+            )
+            out["cand_masks"] = masks
+            out["cand_boxes"] = boxes
+            out["cand_adj"] = adjacency.candidate_adjacency(masks, order=2)
+            out["cand_rle"] = [json.dumps(rle.encode(m)) for m in masks]
+        return out
+
+
+def _as_is(item: dict) -> dict:
+    """Keep prepared items as numpy; the default would turn tuples into lists."""
+    return item
+
+
+class TokenSource:
+    """Patch tokens of prepared items: from the backbone (in the storage form `features`
+    names) for new images, from the cache for images it already holds."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module | None,
+        device: torch.device,
+        features: str,
+        cached: Callable[[str], np.ndarray],
+    ) -> None:
+        self.model, self.device, self.features, self.cached = model, device, features, cached
+
+    def __call__(self, items: list[dict]) -> list[tuple[StoredTokens | None, torch.Tensor]]:
+        """Per item: (what its image record stores, or None when the cache holds it already;
+        the fp16 tokens its descriptors are pooled from, which every reader gets back)."""
+        out: dict[str, tuple[StoredTokens | None, torch.Tensor]] = {}
+        need = [it for it in items if it["job"].need_image]
+        if need:
+            batch = torch.from_numpy(np.stack([it["image"] for it in need])).to(self.device)
+            toks = backbone.patch_tokens(self.model, batch).to(torch.float16)
+            for it, t in zip(need, toks, strict=True):
+                stored = store_tokens(t, self.features)
+                out[it["job"].key] = (stored, stored.readback)
+        for it in items:
+            if not it["job"].need_image:  # tokens exist in the cache: reuse, no backbone
+                key = it["job"].key
+                out[key] = (None, torch.from_numpy(self.cached(key)).to(self.device))
+        return [out[it["job"].key] for it in items]
+
+
+def image_record(
+    item: dict, stored: StoredTokens, dense: torch.Tensor, obj_boxes: np.ndarray
+) -> ImageRecord:
+    """The image record of a prepared item: stored tokens, crop, object descriptors."""
+    h, w = item["hw"]
+    obj_desc = descriptors.mask_descriptors(
+        dense,
+        torch.from_numpy(item["obj_masks"]).to(dense.device),
+        torch.as_tensor(obj_boxes).to(dense.device),
+    )
+    return ImageRecord(
+        tokens=stored.tokens,
+        token_scale=stored.token_scale,
+        image=item["image"],
+        grid=(h // PATCH, w // PATCH),
+        orig_hw=item["orig_hw"],
+        obj_names=list(item["job"].objects),
+        obj_desc=obj_desc.cpu().numpy(),
+        obj_box=np.asarray(obj_boxes, dtype=np.float32).reshape(-1, 4),
+        obj_rle=item["obj_rle"],
+    )
+
+
+def candidate_record(item: dict, dense: torch.Tensor, obj_boxes: np.ndarray) -> CandidateRecord:
+    """The candidate record of a prepared destination image."""
+    masks = torch.from_numpy(item["cand_masks"]).to(dense.device)
+    boxes = torch.from_numpy(item["cand_boxes"]).to(dense.device)
+    cand_desc = descriptors.mask_descriptors(dense, masks, boxes)
+    nonempty = item["obj_masks"].any(axis=(1, 2))
+    anchor = np.full(len(nonempty), -1, dtype=np.int32)
+    for k in np.flatnonzero(nonempty):
+        anchor[k] = descriptors.anchor_index(item["cand_boxes"], obj_boxes[k])
+    return CandidateRecord(
+        desc=cand_desc.cpu().numpy(),
+        boxes=item["cand_boxes"],
+        adj=item["cand_adj"],
+        rle=item["cand_rle"],
+        anchor=anchor,
+    )
+
+
+def build(
+    cfg: PrecomputeConfig,
+    jobs: list[Job],
+    work: Manifest,
+    weights: Path,
+    device: torch.device,
+    ann: Annotations,
+    prefix: str,
+    save: Callable[[Manifest], None],
+) -> Built:
+    """Compute `jobs` into shards `{prefix}-NNNNN.h5`, listing each in `work` and `save`."""
+    cache, root = Path(cfg.cache), Path(cfg.root)
+    masks_dir = cfg.masks_dir or default_masks_dir(root, cfg.split, cfg.direction)
+    model = backbone.load_backbone(weights, device) if any(j.need_image for j in jobs) else None
+    reader = Cache(cache, work)  # tokens already cached, as this run lists them
+    tokens = TokenSource(model, device, cfg.features, reader.tokens)
+    built = Built()
+
+    def publish(name: str, info: dict, images: list[str], cands: list[tuple[str, str]]) -> None:
+        work.shards[name] = info
+        for key in images:
+            work.images[key] = name
+        for direction, key in cands:
+            work.candidates.setdefault(direction, {})[key] = name
+        save(work)
+
+    writer = ShardWriter(cache, prefix, publish, max_records=cfg.shard_records)
+    loader = DataLoader(
+        PrepareDataset(jobs, root=root, masks_dir=masks_dir, ann=ann),
+        batch_size=None,
+        collate_fn=_as_is,
+        num_workers=cfg.workers,
+        prefetch_factor=4 if cfg.workers else None,
+        persistent_workers=False,
+    )
+    buckets: dict[tuple[int, int], list[dict]] = defaultdict(list)
+
+    def flush(hw: tuple[int, int]) -> None:
+        items = buckets.pop(hw)
+        for item, (stored, toks) in zip(items, tokens(items), strict=True):
+            # descriptors always come from the tokens as stored, so a candidate set added by
+            # a later run matches one computed together with the image
+            dense = descriptors.dense_map(toks, (hw[0] // PATCH, hw[1] // PATCH))
+            obj_boxes = descriptors.tight_boxes(torch.from_numpy(item["obj_masks"]))
+            job = item["job"]
+            if stored is not None:
+                writer.add_image(job.key, image_record(item, stored, dense, obj_boxes))
+                built.images += 1
+            if job.need_cands:
+                writer.add_candidates(
+                    cfg.direction, job.key, candidate_record(item, dense, obj_boxes)
+                )
+                built.candidate_sets += 1
+
+    try:
+        with tqdm(total=len(jobs), desc="precompute", unit="img", dynamic_ncols=True) as bar:
+            for item in loader:
+                bar.update(1)
+                if "error" in item:
+                    if not cfg.skip_bad:
+                        raise OmamaError(item["error"])
+                    log.warning("skipping bad item: %s", item["error"])
+                    built.bad.append({"key": item["job"].key, "error": item["error"]})
+                    continue
+                buckets[item["hw"]].append(item)
+                if len(buckets[item["hw"]]) >= cfg.batch_size:
+                    flush(item["hw"])
+            for hw in list(buckets):
+                flush(hw)
+        writer.close_shard()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        reader.close()
+    return built

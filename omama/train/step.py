@@ -1,0 +1,78 @@
+"""The training step and the loader that feeds it: what omama-train runs and `make bench` times.
+
+`train_loader` is the DataLoader over the cached training samples (persistent workers, a
+few batches prefetched per worker, pinned host memory for CUDA); `build_optimizer` makes
+the AdamW optimiser and its per-step cosine schedule; `TrainStep` is one optimisation step
+of the matcher (bf16 autocast on CUDA, the matching loss, an optional loss weight for DDP).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from omama.loader.train_samples import TrainSamples
+from omama.matcher.model import matching_loss
+
+PREFETCH = 2  # batches each loader worker keeps ready ahead of the step
+
+
+def train_loader(
+    data: TrainSamples, sampler: Sampler, batch_size: int, workers: int, device: torch.device
+) -> DataLoader:
+    """The trainer's DataLoader: `batch_size` samples per step (this rank's share), in the
+    sampler's order, each batch read whole by the dataset; `workers` persistent worker
+    processes (0: read in the main process)."""
+    return DataLoader(
+        data,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=data.collate,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        prefetch_factor=PREFETCH if workers else None,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def build_optimizer(
+    model: torch.nn.Module, lr: float, weight_decay: float, min_lr: float, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW over the model's parameters, and a cosine schedule from `lr` down to `min_lr`
+    over `total_steps` steps (stepped once per training step)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps, eta_min=min_lr)
+    return optimizer, schedule
+
+
+class TrainStep:
+    """One optimisation step of the matcher on one batch of `TrainSamples` items.
+
+    `net` is what runs forward and backward (the matcher, or DDP around it); the step never
+    reads a value back to the host, so it can run ahead of the device.
+    """
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LRScheduler,
+        device: torch.device,
+    ) -> None:
+        self.net, self.optimizer, self.schedule, self.device = net, optimizer, schedule, device
+        self.amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def __call__(self, batch: dict[str, torch.Tensor], weight: float | None = None) -> torch.Tensor:
+        """Forward, loss, backward, optimiser and schedule step; `weight` scales the batch-mean
+        loss (under DDP, `distributed.loss_weight`). Returns the loss, detached, on the device."""
+        b = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with self.amp:
+            sims = self.net(b["src_desc"], b["cand_desc"], b["src_tokens"], b["dst_tokens"])
+        loss = matching_loss(sims.float(), b["pos_index"], b["visible"])
+        if weight is not None:
+            loss = loss * weight
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        return loss.detach()
