@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from omama import rle
+from omama.constants import DIRECTIONS, direction_info
 from omama.dataset import candidates, images, layout
 from omama.errors import OmamaError
 
@@ -85,10 +86,10 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_directions_and_default_paths(tmp_path):
-    assert layout.DIRECTIONS == ("exo2ego", "ego2exo")
-    assert layout.check_direction("ego2exo") == "ego2exo"
+    assert DIRECTIONS == ("exo2ego", "ego2exo")
+    assert direction_info("ego2exo").name == "ego2exo"
     with pytest.raises(OmamaError) as info:
-        layout.check_direction("exo-ego")
+        direction_info("exo-ego")
     assert "exo-ego" in str(info.value) and "\n" not in str(info.value)
     assert layout.setting("exo2ego") == "exoego"
     assert layout.setting("ego2exo") == "egoexo"

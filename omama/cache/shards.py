@@ -1,16 +1,16 @@
-"""Read side of HDF5 shards: lazily opened handles, and the string datasets' values.
+"""Read side of HDF5 shards: read-only handles, opened lazily once per process.
 
 The record layout is `omama.cache.schema`; shards are written by `omama.cache.writer`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import h5py
 
+from omama.cache.paths import shards_dir
 from omama.errors import bad_file
 
 
@@ -18,7 +18,7 @@ class ShardReader:
     """Lazily opened read-only handles, one set per process (safe across DataLoader forks)."""
 
     def __init__(self, cache: Path) -> None:
-        self.dir = Path(cache) / "shards"
+        self.dir = shards_dir(cache)
         self._pid = -1
         self._files: dict[str, h5py.File] = {}
 
@@ -48,12 +48,3 @@ class ShardReader:
 
     def __getstate__(self) -> dict:
         return {"dir": self.dir, "_pid": -1, "_files": {}}
-
-
-def read_str(ds: h5py.Dataset, i: int) -> str:
-    value = ds[i]
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def read_rle(ds: h5py.Dataset, i: int) -> dict:
-    return json.loads(read_str(ds, i))

@@ -18,26 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omama.errors import OmamaError, bad_file
+from omama.constants import direction_info
+from omama.errors import bad_file
 from omama.files import read_json
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = ("exo2ego", "ego2exo")
-_SETTINGS = {"exo2ego": "exoego", "ego2exo": "egoexo"}
 # The four strings of a pair, in file order (the ego path is always first).
 _SLOTS = (("ego", "rgb"), ("ego", "mask"), ("exo", "rgb"), ("exo", "mask"))
 _FRAME_RE = re.compile(r"[0-9]+")
 _SHOW = 120  # longest quoted string in an error message
-
-
-def check_direction(direction: str) -> str:
-    """Return `direction` if it is one of DIRECTIONS, else raise OmamaError."""
-    if direction not in DIRECTIONS:
-        raise OmamaError(
-            f"direction: unknown direction {direction!r} (expected exo2ego or ego2exo)"
-        )
-    return direction
 
 
 @dataclass(frozen=True)
@@ -64,7 +54,7 @@ class Pair:
 
 def setting(direction: str) -> str:
     """The pair-file name part of a direction: exo2ego -> "exoego", ego2exo -> "egoexo"."""
-    return _SETTINGS[check_direction(direction)]
+    return direction_info(direction).pair_setting
 
 
 def default_pairs_path(root: str | Path, split: str, direction: str) -> Path:
@@ -74,7 +64,7 @@ def default_pairs_path(root: str | Path, split: str, direction: str) -> Path:
 
 def default_masks_dir(root: str | Path, split: str, direction: str) -> Path:
     """`ROOT/Masks_{SPLIT}_{EXO2EGO|EGO2EXO}`: the destination images' candidate masks."""
-    return Path(root) / f"Masks_{split.upper()}_{check_direction(direction).upper()}"
+    return Path(root) / f"Masks_{split.upper()}_{direction_info(direction).masks_part}"
 
 
 def image_path(root: str | Path, take: str, cam: str, frame: str | int) -> Path:
@@ -141,7 +131,7 @@ def _parse_entry(entry: Any, direction: str) -> Pair:
 
 def load_pairs(path: str | Path, direction: str) -> list[Pair]:
     """Read a pair list; identical pairs are dropped (first kept) so no sample counts twice."""
-    direction = check_direction(direction)
+    direction = direction_info(direction).name
     path = Path(path)
     data = read_json(path, "pairs file")
     if not isinstance(data, list):

@@ -21,11 +21,11 @@ from PIL import Image
 
 from omama.cache import schema
 from omama.cache.manifest import load_manifest
+from omama.config import require
 from omama.constants import PATCH
 from omama.dataset.candidates import candidate_paths
 from omama.dataset.images import crop_size
 from omama.dataset.layout import Annotations, default_masks_dir, image_path
-from omama.errors import OmamaError
 from omama.precompute.jobs import SplitImages, select_pairs, split_images
 from omama.precompute.options import PrecomputeConfig
 from omama.precompute.parts import Part, assign
@@ -202,8 +202,7 @@ def format_plan(plan: CachePlan, pairs_in_file: int | None = None) -> str:
 
 def dry_run(cfg: PrecomputeConfig) -> str:
     """`--dry-run`: the plan's text; nothing is written."""
-    if cfg.root is None:
-        raise OmamaError("--root is required")
+    require(cfg, "root")
     root = Path(cfg.root)
     ann = Annotations(root)
     chosen = select_pairs(cfg, ann)

@@ -29,6 +29,7 @@ import torch
 from omama import dist
 from omama.cache.manifest import Manifest, cache_lock, save_manifest, save_samples
 from omama.cache.paths import bad_report_path, parts_dir, random_init_weights_path
+from omama.config import require
 from omama.dataset.layout import Annotations
 from omama.errors import OmamaError, bad_file
 from omama.files import write_json
@@ -89,8 +90,7 @@ class Split:
 
 def run_precompute(cfg: PrecomputeConfig) -> PrecomputeReport:
     """Build (or extend) the cache for one split and direction; resumable and idempotent."""
-    if cfg.root is None or cfg.cache is None:
-        raise OmamaError("--root and --cache are required")
+    require(cfg, "root", "cache")
     env = dist.from_env()
     if cfg.merge:
         if env is not None:

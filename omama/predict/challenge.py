@@ -1,4 +1,4 @@
-"""The Ego-Exo4D correspondence challenge output: build, check and write prediction files.
+"""The Ego-Exo4D correspondence challenge output: prediction records into the challenge JSON.
 
 This is the write side only; files written here are checked by ``omama.metrics.validate``,
 the one validator, which ``omama.metrics.official.evaluate`` runs before scoring.
