@@ -108,6 +108,46 @@ def test_directions_and_default_paths(tmp_path):
     )
 
 
+def test_pair_file_plain_name_wins_then_the_references(tmp_path, caplog):
+    folder = tmp_path / "dataset_jsons"
+    folder.mkdir()
+    plain, ref = folder / "train_exoego_pairs.json", folder / "train_exoego_20percent_pairs.json"
+    ref.write_text("[]")
+    with caplog.at_level("INFO"):
+        assert layout.find_pairs_file(tmp_path, "train", "exo2ego") == ref
+    assert "reference" in caplog.text
+    plain.write_text("[]")
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert layout.find_pairs_file(tmp_path, "train", "exo2ego") == plain
+    assert ref.name in caplog.text and "ignored" in caplog.text
+    val_ref = folder / "custom_val_egoexo_pairs_10.json"
+    val_ref.write_text("[]")
+    assert layout.find_pairs_file(tmp_path, "val", "ego2exo") == val_ref
+    assert layout.reference_pairs_path(tmp_path, "test", "exo2ego") is None
+
+
+def test_no_pair_file_lists_the_ones_present(tmp_path):
+    folder = tmp_path / "dataset_jsons"
+    folder.mkdir()
+    (folder / "train_egoexo_pairs.json").write_text("[]")
+    with pytest.raises(OmamaError) as info:
+        layout.find_pairs_file(tmp_path, "val", "exo2ego")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(str(folder / "val_exoego_pairs.json"))
+    assert "custom_val_exoego_pairs_10.json" in msg and "train_egoexo_pairs.json" in msg
+
+
+def test_repeated_pairs_are_counted_in_the_log(tmp_path, caplog):
+    entry = [f"R//t//{c}//obj//{k}//3" for c, k in (("aria01", "rgb"), ("aria01", "mask"))]
+    entry += [f"R//t//cam01//obj//{k}//3" for k in ("rgb", "mask")]
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps([entry, entry, entry]))
+    with caplog.at_level("WARNING"):
+        assert len(layout.load_pairs(path, "exo2ego")) == 1
+    assert "2 of 3 pairs repeat" in caplog.text
+
+
 # ---------------------------------------------------------------- pairs
 
 
@@ -499,6 +539,26 @@ def test_candidates_other_size(tmp_path, mask_hw, orig_hw):
     sx, sy = CROP_HW[1] / mask_hw[1], CROP_HW[0] / mask_hw[0]
     want = boxes * np.array([sx, sy, sx, sy])
     np.testing.assert_allclose(got_b, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "mask_hw,orig_hw",
+    [
+        # FastSAM's masks as O-MaMa stores them for real Ego-Exo4D frames: at the frame's size,
+        # at the multiple-of-14 crop, or at FastSAM's 1024 input size without retina masks
+        ((704, 704), (704, 704)),
+        ((700, 700), (704, 704)),
+        ((1024, 1024), (704, 704)),
+        ((540, 960), (540, 960)),
+        ((532, 952), (540, 960)),
+        ((576, 1024), (540, 960)),
+        ((960, 540), (960, 540)),  # a portrait exo camera
+        ((532, 952), (960, 540)),
+    ],
+)
+def test_real_fastsam_mask_sizes_pass_the_aspect_check(mask_hw, orig_hw):
+    crop = images.crop_size(*orig_hw)
+    assert candidates._aspect_ok(mask_hw, crop, orig_hw)
 
 
 def test_candidates_bad_inputs(tmp_path):

@@ -151,3 +151,30 @@ def test_cache_built_with_other_weights_is_refused(cache_dir, synth_root, tmp_pa
     other = save_random_init(tmp_path / "other.pth", seed=1)
     with pytest.raises(OmamaError, match="weights_sha256"):
         run_precompute(precompute_config(synth_root, cache_dir, other, split="val"))
+
+
+def test_reference_pair_file_names_run_end_to_end(synth_root, weights, tmp_path, caplog):
+    """A root with only O-MaMa's own pair-file names (a 20 % train file, a 10 % val file)
+    precomputes and trains with no --pairs flag, on exactly the pairs of those files."""
+    import shutil
+
+    from omama.cli.train import main as train_main
+
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    for split in ("train", "val"):
+        (root / "dataset_jsons" / f"{split}_exoego_pairs.json").unlink()
+    cache = tmp_path / "cache"
+    with caplog.at_level("INFO"):
+        for split, name in (
+            ("train", "train_exoego_20percent_pairs.json"),
+            ("val", "custom_val_exoego_pairs_10.json"),
+        ):
+            run_precompute(precompute_config(root, cache, weights, split=split))
+            assert f"{name}: pairs from the reference's file" in caplog.text
+            pairs = {tuple(p) for p in json.loads((root / "dataset_jsons" / name).read_text())}
+            assert len(Cache(cache).samples("exo2ego", split)) == len(pairs)
+    argv = ["--cache", str(cache), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    argv += ["--batch-size", "2", "--n-masks", "4", "--workers", "0", "--device", "cpu"]
+    assert train_main(argv) == 0
+    assert (tmp_path / "run" / "best.pt").is_file()

@@ -62,6 +62,44 @@ def default_pairs_path(root: str | Path, split: str, direction: str) -> Path:
     return Path(root) / "dataset_jsons" / f"{split}_{setting(direction)}_pairs.json"
 
 
+# The names O-MaMa's reference trains and validates on: a 20 % train subset and a 10 % val
+# subset (its test file has the plain name).
+_REFERENCE_PAIR_NAMES = {
+    "train": "train_{setting}_20percent_pairs.json",
+    "val": "custom_val_{setting}_pairs_10.json",
+}
+
+
+def reference_pairs_path(root: str | Path, split: str, direction: str) -> Path | None:
+    """The reference's pair file name for a split (None where it uses the plain name)."""
+    name = _REFERENCE_PAIR_NAMES.get(split)
+    if name is None:
+        return None
+    return Path(root) / "dataset_jsons" / name.format(setting=setting(direction))
+
+
+def find_pairs_file(root: str | Path, split: str, direction: str) -> Path:
+    """The split's pair file: `{split}_{setting}_pairs.json` when present, else the file under
+    the reference's name (`train_*_20percent_pairs.json`, `custom_val_*_pairs_10.json`); the
+    log says which was taken and which was ignored. Neither: one line listing what is there."""
+    plain = default_pairs_path(root, split, direction)
+    ref = reference_pairs_path(root, split, direction)
+    if plain.is_file():
+        if ref is not None and ref.is_file():
+            log.info(
+                "%s: pairs from this file; %s (the reference's subset) ignored", plain, ref.name
+            )
+        return plain
+    if ref is not None and ref.is_file():
+        log.info("%s: pairs from the reference's file (no %s)", ref, plain.name)
+        return ref
+    folder = plain.parent
+    present = sorted(q.name for q in folder.glob("*pairs*.json")) if folder.is_dir() else []
+    have = f"pair files present: {', '.join(present)}" if present else f"no pair files in {folder}"
+    wanted = plain.name + (f" or {ref.name}" if ref is not None else "")
+    raise bad_file(plain, f"pairs file missing (looked for {wanted}; {have}); or pass --pairs")
+
+
 def default_masks_dir(root: str | Path, split: str, direction: str) -> Path:
     """`ROOT/Masks_{SPLIT}_{EXO2EGO|EGO2EXO}`: the destination images' candidate masks."""
     return Path(root) / f"Masks_{split.upper()}_{direction_info(direction).masks_part}"
@@ -146,7 +184,12 @@ def load_pairs(path: str | Path, direction: str) -> list[Pair]:
             raise bad_file(path, f"entry {index} {exc}") from None
         pairs.setdefault(pair, None)
     if len(pairs) < len(data):
-        log.info("%s: dropped %d duplicate pairs", path, len(data) - len(pairs))
+        log.warning(
+            "%s: %d of %d pairs repeat an earlier one; each is kept once",
+            path,
+            len(data) - len(pairs),
+            len(data),
+        )
     return list(pairs)
 
 

@@ -18,7 +18,7 @@ from omama.cache.records import Sample, image_key
 from omama.dataset.layout import (
     Annotations,
     Pair,
-    default_pairs_path,
+    find_pairs_file,
     load_pairs,
     split_takes,
     validate_pairs,
@@ -64,8 +64,8 @@ class Job:
 def select_pairs(cfg: PrecomputeConfig, ann: Annotations) -> Selection:
     """The split's pairs: the pair file, its --pairs-fraction subset, bad pairs handled."""
     root = Path(cfg.root)
-    path = cfg.pairs or default_pairs_path(root, cfg.split, cfg.direction)
     split_takes(root, cfg.split)  # a split absent from split.json is a typo: refuse
+    path = cfg.pairs or find_pairs_file(root, cfg.split, cfg.direction)
     pairs = load_pairs(path, cfg.direction)
     subset = None
     if cfg.pairs_fraction != 1.0:

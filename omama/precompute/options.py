@@ -18,7 +18,9 @@ class PrecomputeConfig:
     split: str = opt("train", "which split's pairs to cache", SPLITS)
     cache: Path | None = opt(None, "cache folder; several runs (splits, directions) share it")
     pairs: Path | None = opt(
-        None, "pair file (default ROOT/dataset_jsons/{split}_{set}_pairs.json)"
+        None,
+        "pair file (default ROOT/dataset_jsons/{split}_{set}_pairs.json, else the reference's "
+        "train_{set}_20percent_pairs.json / custom_val_{set}_pairs_10.json)",
     )
     masks_dir: Path | None = opt(None, "candidate masks (default ROOT/Masks_{SPLIT}_{DIRECTION})")
     weights: Path | None = opt(None, "DINOv2 ViT-B/14 reg4 weights file (Meta .pth or timm)")

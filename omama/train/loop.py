@@ -194,8 +194,12 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
             _, _, metrics = measure(cache, cfg.direction, val, scored)
             record.update(metrics.as_dict())
             log.info("epoch %d validation: %s", epoch, json.dumps(metrics.as_dict()))
-            if metrics.iou > best_iou:
-                best_iou = metrics.iou
+            iou = metrics.iou
+            if math.isnan(iou):  # no visible pair among the validated ones: IoU undefined
+                log.warning("epoch %d validation has no visible pair: IoU undefined", epoch)
+                iou = float("-inf")
+            if iou > best_iou or not (out / "best.pt").exists():
+                best_iou = max(best_iou, iou)
                 save_matcher_state(model, out / "best.pt")
         history["epochs"].append(record)
         save_state()
