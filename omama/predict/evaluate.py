@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from omama.predict.challenge import challenge_json
 from omama.predict.ranks import score_across_ranks
 from omama.predict.scoring import Scored, prediction_records, random_scores
 from omama.predict.visualize import write_visualizations
+from omama.profiling import StepProfiler
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,13 @@ class EvalConfig:
         ("none", "random"),
     )
     seed: int = opt(0, "seed of the random baseline", low=0)
+    profile: int = opt(
+        0,
+        "record N scoring batches with torch.profiler (after a short warm-up): writes "
+        "OUT_profile_trace.json beside --out (Chrome/Perfetto) and logs the top operators "
+        "(0 = off)",
+        low=0,
+    )
 
 
 def gt_samples(cache: Cache, samples: list[Sample]) -> list[GTSample]:
@@ -96,9 +105,22 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
         )
     else:
         model = build_matcher(*cache.role_grids(samples), cfg.checkpoint).to(device)
+        trace = cfg.out.with_name(cfg.out.stem + "_profile_trace.json")
+        batches = math.ceil(len(samples) / cfg.batch_size)
+        prof = StepProfiler(cfg.profile if dist.is_main(env) else 0, trace, device, batches)
         scored = score_across_ranks(
-            cache, model, cfg.direction, samples, device, env, cfg.batch_size, cfg.workers, True
+            cache,
+            model,
+            cfg.direction,
+            samples,
+            device,
+            env,
+            cfg.batch_size,
+            cfg.workers,
+            True,
+            prof.step,
         )
+        prof.close()
     if scored is None:  # not rank 0: its scores went to rank 0
         return None
     pred = challenge_json(

@@ -7,6 +7,8 @@ to it, not merely close.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from omama import dist
@@ -34,11 +36,12 @@ def score_across_ranks(
     batch_size: int = 16,
     workers: int = 0,
     progress: bool = False,
+    on_batch: Callable[[], None] | None = None,
 ) -> list[Scored] | None:
     """`score_samples` over all ranks: the full list on rank 0 (or alone), None elsewhere."""
     if env is None:
         return score_samples(
-            cache, model, direction, samples, device, batch_size, workers, progress
+            cache, model, direction, samples, device, batch_size, workers, progress, on_batch
         )
     mine = rank_indices(len(samples), batch_size, env.rank, env.world)
     scored = score_samples(
@@ -50,6 +53,7 @@ def score_across_ranks(
         batch_size,
         workers,
         progress and env.main,
+        on_batch,
     )
     gathered = dist.gather_to_main(env, scored)
     if gathered is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -42,8 +43,10 @@ def score_samples(
     batch_size: int = 16,
     workers: int = 0,
     progress: bool = True,
+    on_batch: Callable[[], None] | None = None,
 ) -> list[Scored]:
-    """Best candidate, confidence and top-5 for each sample, in the input order."""
+    """Best candidate, confidence and top-5 for each sample, in the input order; `on_batch`
+    is called after each batch (`--profile`'s step hook)."""
     loader = DataLoader(
         EvalSamples(cache, direction, samples),
         batch_size=batch_size,
@@ -69,6 +72,8 @@ def score_samples(
                 tuple(int(t) for t in top5[j]),
                 int(counts[j]),
             )
+        if on_batch is not None:
+            on_batch()
     return out  # type: ignore[return-value]
 
 

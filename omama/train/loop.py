@@ -24,6 +24,7 @@ from omama.loader.train_samples import TrainSamples
 from omama.matcher.checkpoint import build_matcher, save_matcher_state
 from omama.predict.evaluate import measure
 from omama.predict.ranks import score_across_ranks
+from omama.profiling import StepProfiler
 from omama.train import distributed as ddp
 from omama.train.curves import plot_curves
 from omama.train.step import TrainStep, build_optimizer, train_loader
@@ -54,6 +55,12 @@ class TrainConfig:
     save_every: int = opt(200, "also save the resumable state every this many steps", low=1)
     log_every: int = opt(10, "log the mean loss every this many steps", low=1)
     val_limit: int = opt(0, "validate on the first N val pairs only (0 = all)", low=0)
+    profile: int = opt(
+        0,
+        "record N training steps with torch.profiler (after a short warm-up): writes "
+        "OUT/profile_trace.json (Chrome/Perfetto) and logs the top operators (0 = off)",
+        low=0,
+    )
 
 
 def run_train(cfg: TrainConfig) -> dict:
@@ -114,6 +121,9 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
     sampler = EpochSampler(len(data), cfg.seed, rank=rank, num_replicas=world)
     loader = train_loader(data, sampler, local_bs, cfg.workers, device)
     train_step = TrainStep(net, optimizer, schedule, device)
+    prof = StepProfiler(
+        cfg.profile if main else 0, out / "profile_trace.json", device, total - step
+    )
 
     def save_state() -> None:
         if not main:
@@ -166,6 +176,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
                 n_local = 0 if is_filler else len(batch["visible"])
                 weight = ddp.loss_weight(n_local, env.world, n_global)
             loss = train_step(batch, weight)
+            prof.step()
             step += 1
             running += loss if env is None else loss / env.world
             n_running += 1
@@ -205,6 +216,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
         save_state()
         if main:
             plot_curves(history, out / "curves.png")
+    prof.close()
     if not val and main:
         save_matcher_state(model, out / "best.pt")
     return history
