@@ -140,8 +140,8 @@ def read_section(
 ) -> dict[str, Any]:
     """Keys of `common` that this command knows, then its own section.
 
-    A file may hold `common:`, `precompute:`, `train:`, `eval:` and `synth:` mappings, so one
-    config describes a whole experiment; a flat mapping is read as this command's section.
+    A file may hold `common:`, `precompute:`, `train:`, `eval:`, `synth:` and `gt:` mappings,
+    so one config describes a whole experiment; a flat mapping is read as this command's section.
     Keys may use - or _, and an option's old name (`aliases`: old name -> name) is read as it.
     """
     aliases = aliases or {}

@@ -111,7 +111,8 @@ def test_eval_output_schema_and_metrics_against_pixel_oracle(cache_dir, run_dir,
     gt = json.loads((tmp_path / "pred_gt.json").read_text())
     assert schema_problems(pred, gt, "exo2ego") == []
     assert json.loads((tmp_path / "pred_metrics.json").read_text()) == printed
-    assert len(list((tmp_path / "pred_vis").glob("*.png"))) == 2
+    assert len(list((tmp_path / "pred_vis").glob("0*.png"))) == 2
+    assert (tmp_path / "pred_vis" / "contact_sheet.png").is_file()
 
     # independent oracle: walk the GT, resize each visible destination mask, per-pixel IoU
     ious, hits, n_vis = [], [], 0

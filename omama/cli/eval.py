@@ -11,7 +11,8 @@ from omama.predict.evaluate import EvalConfig, run_eval
 DESCRIPTION = (
     "Score every candidate of every pair of a cached split, write the predictions as RLE JSON "
     "in the official challenge format (and the ground truth used, unless --gt), and print the "
-    "official metrics; the last line is one JSON object of them. Under torchrun the ranks "
+    "official metrics (against the official GT of the split with --root and --relations); "
+    "the last line is one JSON object of them. Under torchrun the ranks "
     "share the scoring and rank 0 writes the same JSON a single process would."
 )
 

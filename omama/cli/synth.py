@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 DESCRIPTION = (
     "Write a synthetic dataset with the exact Ego-Exo4D correspondence layout (processed/ "
     "frames and annotation.json, split.json, takes.json, dataset_jsons/ pair lists, "
-    "Masks_{SPLIT}_{DIRECTION}/ candidate masks) so that the rest of omama can run without "
+    "Masks_{SPLIT}_{DIRECTION}/ candidate masks, annotations/relations_{split}.json with every "
+    "frame annotated) so that the rest of omama can run without "
     "the licensed data. Scenes are view-consistent: every camera sees the same textured plane "
     "and objects through its own homography, so a matcher can learn. The same --seed writes "
     "byte-identical files."

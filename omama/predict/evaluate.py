@@ -17,6 +17,7 @@ from omama.files import read_json, write_json
 from omama.matcher.checkpoint import build_matcher
 from omama.metrics.groundtruth import GTSample, build_gt_json
 from omama.metrics.official import Metrics, evaluate
+from omama.metrics.official_gt import load_official_gt
 from omama.predict.challenge import challenge_json
 from omama.predict.ranks import score_across_ranks
 from omama.predict.scoring import Scored, prediction_records, random_scores
@@ -34,8 +35,19 @@ class EvalConfig:
     checkpoint: Path | None = opt(None, "matcher weights: omama best.pt/last.pt or O-MaMa's .pt")
     out: Path | None = opt(None, "predictions JSON to write (challenge format)")
     gt: Path | None = opt(None, "official ground-truth JSON; default: built from the cache")
+    relations: Path | None = opt(
+        None,
+        "Ego-Exo4D relations_SPLIT.json: score against the official GT of the split, built from "
+        "it and --root as omama-gt builds it (default: built from the cache, whose balanced "
+        "accuracy may differ from the official one)",
+    )
+    root: Path | None = opt(
+        None, "dataset root with processed/split.json and annotation.json (for --relations)"
+    )
     metrics_out: Path | None = opt(None, "metrics JSON (default: next to --out)")
-    visualize: int = opt(0, "write this many PNGs of source mask, prediction and GT", low=0)
+    visualize: int = opt(
+        0, "PNGs of this many pairs (query, prediction, GT) and a contact sheet, in OUT_vis", low=0
+    )
     mask_size: str = opt(
         "official", "predicted masks at the official 480 size or crop", ("official", "crop")
     )
@@ -89,6 +101,14 @@ def run_eval(cfg: EvalConfig) -> Metrics | None:
     require(cfg, "cache", "out")
     if (cfg.checkpoint is None) == (cfg.baseline == "none"):
         raise OmamaError("give exactly one of --checkpoint FILE or --baseline random")
+    if cfg.relations is not None:
+        if cfg.gt is not None:
+            raise OmamaError("give at most one of --gt FILE or --relations FILE")
+        if cfg.limit:
+            raise OmamaError(
+                "--relations scores against the whole split's official GT; drop --limit"
+            )
+        require(cfg, "root")
     with dist.session(cfg.device) as env:
         return _run_eval(cfg, env)
 
@@ -99,6 +119,9 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
     samples = cache.samples(cfg.direction, cfg.split)
     if cfg.limit:
         samples = samples[: cfg.limit]
+    official_gt = None
+    if cfg.relations is not None and dist.is_main(env):  # bad files fail before the scoring
+        official_gt = load_official_gt(cfg.root, cfg.split, cfg.relations)
     if cfg.baseline == "random":  # cheap and sequential: rank 0 draws it alone
         scored = (
             random_scores(cache, cfg.direction, samples, cfg.seed) if dist.is_main(env) else None
@@ -130,7 +153,15 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
     if cfg.gt is not None:
         gt = read_json(cfg.gt, "ground-truth file")
     else:
-        gt = build_gt_json(gt_samples(cache, samples))
+        if official_gt is not None:
+            gt = official_gt
+        else:
+            log.warning(
+                "no --relations or --gt: ground truth built from the cache; balanced accuracy "
+                "may differ from the official figure (a frame the destination camera never "
+                "annotated counts as 'not visible' here, the official evaluator skips it)"
+            )
+            gt = build_gt_json(gt_samples(cache, samples))
         gt_path = cfg.out.with_name(cfg.out.stem + "_gt.json")
         write_json(gt, gt_path)
         log.info("ground truth written to %s", gt_path)

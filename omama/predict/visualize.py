@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -111,8 +112,11 @@ def _fit(text: str, width: int, scale: float) -> float:
     return scale if w <= width else scale * width / w
 
 
-def caption(s: Scored, iou: float | None) -> str:
+def caption(s: Scored, iou: float | None, sides: bool = False) -> str:
+    """What the pair is, its confidence and IoU; `sides`: say which panel is which camera."""
     x = s.sample
+    if sides:
+        x = replace(x, src_cam=f"{x.src_cam} (left)", dst_cam=f"{x.dst_cam} (right)")
     seen = f"IoU {iou:.2f}" if iou is not None else "not visible"
     return f"{x.obj}  {x.src_cam} -> {x.dst_cam}  frame {x.frame}  conf {s.confidence:.2f}  {seen}"
 
@@ -139,7 +143,7 @@ def render(cache: Cache, direction: str, s: Scored, iou: float | None = None) ->
     if iou is None:
         iou = pair_iou(cache, direction, s)
     body = panels(cache, direction, s, PANEL_H)
-    strip = _strip(body.shape[1], [caption(s, iou)], True, 0.6, LINE_H)
+    strip = _strip(body.shape[1], [caption(s, iou, sides=True)], True, 0.6, LINE_H)
     return np.concatenate([strip, body], axis=0)
 
 
@@ -159,7 +163,8 @@ def contact_sheet(
     rows = math.ceil(len(tiles) / cols)
     pad = 10
     sheet_w = cols * tile_w + (cols + 1) * pad
-    head = _strip(sheet_w, ["pairs by IoU, worst first"], True, 0.6, LINE_H)
+    title = f"{len(tiles)} pairs by IoU, worst first (not visible last)"
+    head = _strip(sheet_w, [title], True, 0.6, LINE_H)
     sheet = np.full((rows * (tile_h + pad) + pad, sheet_w, 3), 255, np.uint8)
     for n, tile in enumerate(tiles):
         top = pad + (n // cols) * (tile_h + pad)

@@ -4,7 +4,14 @@ Per take: `processed/{take}/{cam}/{frame}.jpg`, `processed/{take}/annotation.jso
 at the annotation size) and, for every destination image that a pair points at,
 `Masks_{SPLIT}_{DIRECTION}/{take}/{cam}/{frame}_masks.npz` and `..._boxes.npy`. Then
 `processed/split.json`, `takes.json`, `dataset_jsons/` (full, 20 percent and every-tenth pair
-lists per split and setting) and `synth_meta.json`.
+lists per split and setting) and `synth_meta.json`. Last, the Ego-Exo4D relations file of
+each split, `annotations/relations_{split}.json` (where the Ego-Exo4D download puts it, under
+the dataset root here): `{"annotations": {take: {"object_masks": {obj: {cam:
+{"annotated_frames": [int frames]}}}}}}` for every object and camera of the take's
+annotation.json. Every camera of a synthetic take is annotated at every frame (an object it
+does not see has no mask there), so `annotated_frames` lists all of the take's frames; the
+official GT (`omama-gt`) and omama-eval's own GT then agree. The relations file holds only
+what the official GT builder reads (no masks, no other metadata of the real file).
 
 Everything follows from `SynthConfig.seed`: the same seed writes byte-identical files (JSON
 with sorted keys, fixed JPEG quality, zip members with a fixed timestamp). Pair strings start
@@ -199,6 +206,26 @@ def _annotated(annotations: dict[str, dict], entry: str) -> bool:
     return frame in annotations[take][obj][cam]
 
 
+def relations_path(root: str | Path, split: str) -> Path:
+    """`ROOT/annotations/relations_{split}.json`."""
+    return Path(root) / "annotations" / f"relations_{split}.json"
+
+
+def relations_json(annotations: dict[str, dict], takes: list[str], frames: list[int]) -> dict:
+    """The relations file of `takes`: every camera of every object annotated at `frames`."""
+    return {
+        "annotations": {
+            take: {
+                "object_masks": {
+                    obj: {cam: {"annotated_frames": list(frames)} for cam in cams}
+                    for obj, cams in annotations[take].items()
+                }
+            }
+            for take in takes
+        }
+    }
+
+
 def generate(
     cfg: SynthConfig, out: Path | str | None = None, overwrite: bool | None = None
 ) -> SynthSummary:
@@ -278,4 +305,7 @@ def generate(
         "portrait": list(portrait) if portrait else None,
     }
     _write_json(meta, out / META_FILE)
+    for split in SPLITS:  # written last: every file above stays as it was before this one
+        relations = relations_json(annotations, splits[split], cfg.frame_numbers())
+        _write_json(relations, relations_path(out, split))
     return SynthSummary(out, splits, counts, invisible, n_images, n_files, portrait)
