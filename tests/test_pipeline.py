@@ -18,6 +18,7 @@ from omama.cache.reader import Cache
 from omama.errors import OmamaError
 from omama.precompute.backbone import load_backbone, patch_tokens, save_random_init
 from omama.precompute.run import run_precompute
+from omama.synth import SynthConfig, generate
 
 
 def plain_image(root, take, cam, frame):
@@ -153,17 +154,16 @@ def test_cache_built_with_other_weights_is_refused(cache_dir, synth_root, tmp_pa
         run_precompute(precompute_config(synth_root, cache_dir, other, split="val"))
 
 
-def test_reference_pair_file_names_run_end_to_end(synth_root, weights, tmp_path, caplog):
+def test_reference_pair_file_names_run_end_to_end(weights, tmp_path, caplog):
     """A root with only O-MaMa's own pair-file names (a 20 % train file, a 10 % val file)
     precomputes and trains with no --pairs flag, on exactly the pairs of those files."""
-    import shutil
-
     from omama.cli.train import main as train_main
 
     root = tmp_path / "data"
-    shutil.copytree(synth_root, root)
-    for split in ("train", "val"):
-        (root / "dataset_jsons" / f"{split}_exoego_pairs.json").unlink()
+    generate(
+        SynthConfig(seed=0, small=True, takes=3, frames=2, objects=3, pair_names="reference"), root
+    )
+    assert not (root / "dataset_jsons" / "train_exoego_pairs.json").exists()
     cache = tmp_path / "cache"
     with caplog.at_level("INFO"):
         for split, name in (

@@ -268,6 +268,35 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     assert not set(other.values()) & {v for k, v in first.items() if k.endswith(".jpg")}
 
 
+def test_pair_file_namings(tmp_path: Path) -> None:
+    """--pair-names plain / reference write one naming each; every other file (but the
+    settings record) is the same as with both, and the reference subsets are subsets."""
+    trees = {}
+    for names in ("both", "plain", "reference"):
+        generate(small_cfg(seed=5, frames=2, pair_names=names), tmp_path / names)
+        trees[names] = tree_hashes(tmp_path / names)
+    jsons = {k: {n for n in t if n.startswith("dataset_jsons/")} for k, t in trees.items()}
+    plain = {f"dataset_jsons/{sp}_{s}_pairs.json" for sp in SPLITS for s in SETTINGS}
+    ref = {f"dataset_jsons/train_{s}_20percent_pairs.json" for s in SETTINGS}
+    ref |= {f"dataset_jsons/custom_val_{s}_pairs_10.json" for s in SETTINGS}
+    test_plain = {f"dataset_jsons/test_{s}_pairs.json" for s in SETTINGS}
+    assert jsons == {"both": plain | ref, "plain": plain, "reference": ref | test_plain}
+    for names in ("plain", "reference"):
+        same = set(trees[names]) - {"synth_meta.json"} - jsons[names]  # pairs name their root
+        assert {n: trees[names][n] for n in same} == {n: trees["both"][n] for n in same}
+        for n in jsons[names]:
+            text = (tmp_path / names / n).read_text().replace(str(tmp_path / names), "ROOT")
+            assert text == (tmp_path / "both" / n).read_text().replace(
+                str(tmp_path / "both"), "ROOT"
+            )
+        assert load(tmp_path / names / "synth_meta.json")["config"]["pair_names"] == names
+    for s in SETTINGS:  # the reference's train file: a fifth of the full list
+        full = load(tmp_path / "both" / f"dataset_jsons/train_{s}_pairs.json")
+        sub = load(tmp_path / "both" / f"dataset_jsons/train_{s}_20percent_pairs.json")
+        assert sub and {tuple(p) for p in sub} < {tuple(p) for p in full}
+        assert len(sub) == max(1, round(0.2 * len(full)))
+
+
 def test_helpers() -> None:
     masks = np.zeros((3, 6, 8), np.uint8)
     masks[0, 1:4, 2:7] = 1

@@ -89,6 +89,13 @@ class SynthConfig:
     hand_prob: float = opt(0.5, "chance per ego frame that a hand covers part of the view")
     pillar_prob: float = opt(0.6, "chance per exo camera of a static pillar in front")
     max_retries: int = opt(20, "scene redraws per take until every visibility case occurs")
+    pair_names: str = opt(
+        "both",
+        "pair files to write: 'plain' {split}_{set}_pairs.json; 'reference' O-MaMa's names for "
+        "its train and val subsets (train_{set}_20percent_pairs.json, "
+        "custom_val_{set}_pairs_10.json; test keeps the plain name); or 'both'",
+        choices=("both", "plain", "reference"),
+    )
     overwrite: bool = opt(
         False, "replace --out if it already holds a synthetic dataset (never deletes other data)"
     )

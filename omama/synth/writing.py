@@ -286,10 +286,11 @@ def generate(
         for direction in DIRECTION_TABLE.values():
             s = direction.pair_setting
             full = pairs[split][s]
-            _write_json(full, jsons / f"{split}_{s}_pairs.json")
+            if cfg.pair_names != "reference" or split == "test":
+                _write_json(full, jsons / f"{split}_{s}_pairs.json")
             slot = _dest_slot(direction)
             invisible[split][s] = sum(1 for p in full if not _annotated(annotations, p[slot]))
-    for s in SETTINGS:
+    for s in SETTINGS if cfg.pair_names != "plain" else ():
         train = pairs["train"][s]
         k = max(1, round(0.2 * len(train))) if train else 0
         keep = np.sort(subset_rng.choice(len(train), size=k, replace=False)) if k else []
