@@ -12,6 +12,7 @@ from pycocotools import mask as mask_utils
 
 from omama.cli.eval import main as eval_main
 from omama.cli.train import main as train_main
+from omama.matcher.checkpoint import OPTIONAL_KEYS
 from omama.matcher.model import OMaMaMatcher
 from omama.metrics.validate import schema_problems
 
@@ -70,7 +71,8 @@ def test_training_writes_reference_checkpoints_and_curves(run_dir):
     for name in ("init.pt", "last.pt", "best.pt", "state.pt", "log.json", "curves.png"):
         assert (run_dir / name).is_file(), name
     state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-    assert set(state) == REFERENCE_KEYS
+    assert set(state) == REFERENCE_KEYS | set(OPTIONAL_KEYS)  # + the fitted visibility part
+    assert state["visibility.fitted_flag"].all()
     log = json.loads((run_dir / "log.json").read_text())
     steps = [s["step"] for s in log["steps"]]
     assert steps == sorted(set(steps)) and all(np.isfinite(s["loss"]) for s in log["steps"])

@@ -21,6 +21,9 @@ from omama.matcher.model import OMaMaMatcher
 log = logging.getLogger(__name__)
 
 POS_KEYS = {"pos_embed_T": "grid_t", "pos_embed_Q": "grid_q"}
+# The fitted visibility part (visibility.py): absent from the released checkpoint and from
+# omama checkpoints written before it existed; such a checkpoint loads with it unfitted.
+OPTIONAL_KEYS = ("visibility.weight", "visibility.bias", "visibility.fitted_flag")
 _WRAPPER_KEYS = ("model", "state_dict")
 # Aspect ratios closer than this (as |log ratio|) are treated as the same shape.
 _SAME_ASPECT = math.log(1.2)
@@ -97,6 +100,10 @@ def load_matcher_state(model: OMaMaMatcher, state: dict | str | Path) -> None:
     """Load weights into `model` in place; OmamaError (one line) when they do not fit."""
     ckpt, name = _read(state)
     expected = model.state_dict()
+    absent = [k for k in OPTIONAL_KEYS if k not in ckpt]
+    if absent:
+        log.info("%s: no fitted visibility part; confidence = sigmoid(best cosine)", name)
+        ckpt = {**ckpt, **{k: torch.zeros_like(expected[k]) for k in absent}}
     missing = sorted(set(expected) - set(ckpt))
     unexpected = sorted(set(ckpt) - set(expected))
     if missing or unexpected:

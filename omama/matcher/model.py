@@ -13,6 +13,7 @@ from torch.nn.init import trunc_normal_
 
 from omama.constants import TOKEN_DIM
 from omama.matcher.attention import ORDERS, ContextAttention
+from omama.matcher.visibility import VisibilityHead
 
 
 class _SharedMLP(nn.Module):
@@ -62,6 +63,7 @@ class OMaMaMatcher(nn.Module):
         self.pos_embed_Q = nn.Parameter(torch.zeros(1, n_q, dim))
         trunc_normal_(self.pos_embed_T, std=0.02)
         trunc_normal_(self.pos_embed_Q, std=0.02)
+        self.visibility = VisibilityHead()  # fitted on validation scores (visibility.py)
 
     def forward(
         self,

@@ -15,12 +15,14 @@ from omama.constants import DIRECTIONS, SPLITS
 from omama.errors import OmamaError, bad_file
 from omama.files import read_json, write_json
 from omama.matcher.checkpoint import build_matcher
+from omama.matcher.visibility import CONFIDENCES
 from omama.metrics.groundtruth import GTSample, build_gt_json
 from omama.metrics.official import Metrics, evaluate
 from omama.metrics.official_gt import load_official_gt
+from omama.precision import PRECISIONS
 from omama.predict.challenge import challenge_json
 from omama.predict.ranks import score_across_ranks
-from omama.predict.scoring import Scored, prediction_records, random_scores
+from omama.predict.scoring import Scored, prediction_records, random_scores, with_confidence
 from omama.predict.visualize import write_visualizations
 from omama.profiling import StepProfiler
 
@@ -50,6 +52,19 @@ class EvalConfig:
     )
     mask_size: str = opt(
         "official", "predicted masks at the official 480 size or crop", ("official", "crop")
+    )
+    confidence: str = opt(
+        "visibility",
+        "confidence written per pair: 'visibility', the probability fitted on the validation "
+        "split during training (kept in the checkpoint), or 'reference', O-MaMa's "
+        "sigmoid(best cosine); a checkpoint without a fitted part falls back to the latter",
+        CONFIDENCES,
+    )
+    precision: str = opt(
+        "fp32",
+        "number format of the scoring: fp32 (the same predictions on CPU and GPU) or bf16 "
+        "(faster on a GPU; changes a few chosen masks per thousand pairs, BENCHMARKS.md)",
+        PRECISIONS,
     )
     batch_size: int = opt(16, "pairs scored per batch", low=1)
     workers: int = opt(default_workers(), "cache-reading workers", low=0)
@@ -142,8 +157,13 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
             cfg.workers,
             True,
             prof.step,
+            cfg.precision,
         )
         prof.close()
+        if scored is not None:
+            if cfg.confidence == "visibility" and not model.visibility.fitted:
+                log.info("%s: no fitted visibility part: reference confidence", cfg.checkpoint)
+            scored = with_confidence(scored, model.visibility, cfg.confidence)
     if scored is None:  # not rank 0: its scores went to rank 0
         return None
     pred = challenge_json(

@@ -37,11 +37,21 @@ def score_across_ranks(
     workers: int = 0,
     progress: bool = False,
     on_batch: Callable[[], None] | None = None,
+    precision: str = "fp32",
 ) -> list[Scored] | None:
     """`score_samples` over all ranks: the full list on rank 0 (or alone), None elsewhere."""
     if env is None:
         return score_samples(
-            cache, model, direction, samples, device, batch_size, workers, progress, on_batch
+            cache,
+            model,
+            direction,
+            samples,
+            device,
+            batch_size,
+            workers,
+            progress,
+            on_batch,
+            precision,
         )
     mine = rank_indices(len(samples), batch_size, env.rank, env.world)
     scored = score_samples(
@@ -54,6 +64,7 @@ def score_across_ranks(
         workers,
         progress and env.main,
         on_batch,
+        precision,
     )
     gathered = dist.gather_to_main(env, scored)
     if gathered is None:

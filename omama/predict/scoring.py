@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -12,12 +12,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from omama import precision as prec
 from omama import rle
 from omama.cache.reader import Cache
 from omama.cache.records import Sample
 from omama.loader.batches import already_batched
 from omama.loader.eval_samples import EvalSamples
 from omama.matcher.model import OMaMaMatcher, predict
+from omama.matcher.visibility import VisibilityHead, fit_visibility, visibility_features
 from omama.metrics.validate import eval_size
 from omama.predict.challenge import PredRecord
 
@@ -28,9 +30,10 @@ log = logging.getLogger(__name__)
 class Scored:
     sample: Sample
     best: int
-    confidence: float
+    confidence: float  # sigmoid(best cosine), the reference's, until `with_confidence`
     top5: tuple[int, ...]
     n_cands: int
+    features: tuple[float, float] = (0.0, 0.0)  # visibility features (s1, s1 - s2)
 
 
 @torch.inference_mode()
@@ -44,9 +47,11 @@ def score_samples(
     workers: int = 0,
     progress: bool = True,
     on_batch: Callable[[], None] | None = None,
+    precision: str = "fp32",
 ) -> list[Scored]:
-    """Best candidate, confidence and top-5 for each sample, in the input order; `on_batch`
-    is called after each batch (`--profile`'s step hook)."""
+    """Best candidate, confidence and top-5 for each sample, in the input order, scored in
+    `precision` (omama.precision); `on_batch` is called after each batch (`--profile`'s
+    step hook)."""
     loader = DataLoader(
         EvalSamples(cache, direction, samples),
         batch_size=batch_size,
@@ -56,12 +61,12 @@ def score_samples(
     )
     model.eval()
     out: list[Scored | None] = [None] * len(samples)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for batch in tqdm(loader, desc="score", unit="batch", disable=not progress, leave=False):
         b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with amp:
+        with prec.autocast(precision, device):
             sims = model(b["src_desc"], b["cand_desc"], b["src_tokens"], b["dst_tokens"])
         best, conf, top5 = predict(sims.float(), b["valid"])
+        feats = visibility_features(sims, b["valid"]).cpu().numpy()
         best, conf, top5 = best.cpu().numpy(), conf.cpu().numpy(), top5.cpu().numpy()
         counts = batch["valid"].sum(1).numpy()
         for j, i in enumerate(batch["index"].tolist()):
@@ -71,10 +76,33 @@ def score_samples(
                 float(conf[j]),
                 tuple(int(t) for t in top5[j]),
                 int(counts[j]),
+                (float(feats[j, 0]), float(feats[j, 1])),
             )
         if on_batch is not None:
             on_batch()
     return out  # type: ignore[return-value]
+
+
+def with_confidence(scored: list[Scored], head: VisibilityHead, mode: str) -> list[Scored]:
+    """The confidence to write: the fitted visibility probability (`mode` "visibility" and a
+    fitted head), else the reference's sigmoid(best cosine) as scored."""
+    if mode == "reference" or not head.fitted or not scored:
+        return scored
+    prob = head(torch.tensor([s.features for s in scored], dtype=torch.float32)).tolist()
+    return [replace(s, confidence=float(p)) for s, p in zip(scored, prob, strict=True)]
+
+
+def fit_confidence(head: VisibilityHead, scored: list[Scored]) -> bool:
+    """Fit `head` on these scores against the cache's visibility (the destination has the
+    object's mask in that frame); False, head unfitted, when they hold one class only."""
+    x = torch.tensor([s.features for s in scored], dtype=torch.float32)
+    y = torch.tensor([float(s.sample.dst_k >= 0) for s in scored])
+    fit = fit_visibility(x, y)
+    if fit is None:
+        head.reset()
+        return False
+    head.set(*fit)
+    return True
 
 
 def random_scores(cache: Cache, direction: str, samples: list[Sample], seed: int) -> list[Scored]:

@@ -22,8 +22,10 @@ from omama.files import write_json, write_torch
 from omama.loader.sampler import EpochSampler
 from omama.loader.train_samples import TrainSamples
 from omama.matcher.checkpoint import build_matcher, save_matcher_state
+from omama.precision import PRECISIONS
 from omama.predict.evaluate import measure
 from omama.predict.ranks import score_across_ranks
+from omama.predict.scoring import fit_confidence, with_confidence
 from omama.profiling import StepProfiler
 from omama.train import distributed as ddp
 from omama.train.curves import plot_curves
@@ -52,6 +54,12 @@ class TrainConfig:
     resume: bool = opt(False, "continue from OUT/state.pt (model, optimizer, schedule, step)")
     seed: int = opt(42, "seed of initialisation, shuffling and candidate sampling")
     device: str = opt(default_device(), "cpu or cuda", ("cpu", "cuda"))
+    precision: str = opt(
+        "auto",
+        "number format of the training step: auto (bf16 on CUDA, fp32 elsewhere), fp32 or "
+        "bf16; validation always scores in fp32, as omama-eval does by default",
+        ("auto", *PRECISIONS),
+    )
     save_every: int = opt(200, "also save the resumable state every this many steps", low=1)
     log_every: int = opt(10, "log the mean loss every this many steps", low=1)
     val_limit: int = opt(0, "validate on the first N val pairs only (0 = all)", low=0)
@@ -120,7 +128,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
     rank, world = (0, 1) if env is None else (env.rank, env.world)
     sampler = EpochSampler(len(data), cfg.seed, rank=rank, num_replicas=world)
     loader = train_loader(data, sampler, local_bs, cfg.workers, device)
-    train_step = TrainStep(net, optimizer, schedule, device)
+    train_step = TrainStep(net, optimizer, schedule, device, cfg.precision)
     prof = StepProfiler(
         cfg.profile if main else 0, out / "profile_trace.json", device, total - step
     )
@@ -195,13 +203,17 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
         bar.close()
         epoch += 1
         record: dict = {"epoch": epoch, "step": step}
-        if main:
-            save_matcher_state(model, out / "last.pt")
         if val:
             scored = score_across_ranks(
                 cache, model, cfg.direction, val, device, env, batch_size=cfg.batch_size
             )
         if val and main:
+            head = model.visibility
+            if fit_confidence(head, scored):  # fitted on val, scored on val: see README
+                record["visibility"] = {"weight": head.weight.tolist(), "bias": head.bias.item()}
+            else:
+                log.warning("epoch %d validation: one visibility class only; not fitted", epoch)
+            scored = with_confidence(scored, model.visibility, "visibility")
             _, _, metrics = measure(cache, cfg.direction, val, scored)
             record.update(metrics.as_dict())
             log.info("epoch %d validation: %s", epoch, json.dumps(metrics.as_dict()))
@@ -209,9 +221,12 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
             if math.isnan(iou):  # no visible pair among the validated ones: IoU undefined
                 log.warning("epoch %d validation has no visible pair: IoU undefined", epoch)
                 iou = float("-inf")
+            save_matcher_state(model, out / "last.pt")
             if iou > best_iou or not (out / "best.pt").exists():
                 best_iou = max(best_iou, iou)
                 save_matcher_state(model, out / "best.pt")
+        elif main:
+            save_matcher_state(model, out / "last.pt")
         history["epochs"].append(record)
         save_state()
         if main:

@@ -3,7 +3,7 @@
 `train_loader` is the DataLoader over the cached training samples (persistent workers, a
 few batches prefetched per worker, pinned host memory for CUDA); `build_optimizer` makes
 the AdamW optimiser and its per-step cosine schedule; `TrainStep` is one optimisation step
-of the matcher (bf16 autocast on CUDA, the matching loss, an optional loss weight for DDP).
+of the matcher (in the chosen `--precision`, the matching loss, an optional loss weight for DDP).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from omama import precision as prec
 from omama.loader.train_samples import TrainSamples
 from omama.matcher.model import matching_loss
 
@@ -58,15 +59,16 @@ class TrainStep:
         optimizer: torch.optim.Optimizer,
         schedule: torch.optim.lr_scheduler.LRScheduler,
         device: torch.device,
+        precision: str = "auto",
     ) -> None:
         self.net, self.optimizer, self.schedule, self.device = net, optimizer, schedule, device
-        self.amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+        self.precision = precision
 
     def __call__(self, batch: dict[str, torch.Tensor], weight: float | None = None) -> torch.Tensor:
         """Forward, loss, backward, optimiser and schedule step; `weight` scales the batch-mean
         loss (under DDP, `distributed.loss_weight`). Returns the loss, detached, on the device."""
         b = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        with self.amp:
+        with prec.autocast(self.precision, self.device):
             sims = self.net(b["src_desc"], b["cand_desc"], b["src_tokens"], b["dst_tokens"])
         loss = matching_loss(sims.float(), b["pos_index"], b["visible"])
         if weight is not None:
