@@ -23,6 +23,7 @@ from omama.cache.verify import verify_cache
 from omama.cli import eval as eval_cli
 from omama.cli import precompute as precompute_cli
 from omama.cli import train as train_cli
+from omama.dataset.images import crop_size
 from omama.errors import OmamaError
 from omama.matcher.checkpoint import BACKBONE_KEY, save_matcher_state
 from omama.matcher.model import OMaMaMatcher
@@ -154,9 +155,7 @@ def test_random_init_files_are_deterministic(small_files, tmp_path):
 
 
 def test_dinov3_timm_file_without_qkv_bias_loads_with_zero_biases(tmp_path):
-    sd = torch.load(
-        bb.save_random_init(tmp_path / "t.pth", 1, VITS3, "timm"), weights_only=True
-    )
+    sd = torch.load(bb.save_random_init(tmp_path / "t.pth", 1, VITS3, "timm"), weights_only=True)
     no_bias = {k: v for k, v in sd.items() if not k.endswith(("q_bias", "v_bias"))}
     path = tmp_path / "no_bias.pth"
     torch.save(no_bias, path)
@@ -242,7 +241,9 @@ def test_cache_of_another_backbone_is_refused(cache_dir, synth_root, tmp_path, c
     cache = Path(shutil.copytree(cache_dir, tmp_path / "cache"))  # a ViT-B cache
     argv = _precompute(synth_root, cache, "train", "--random-init", "--backbone", VITS2.name)
     why = f"cache was built with backbone='{DEFAULT_BACKBONE.arch}', this run asks '{VITS2.arch}'"
-    expect_exit2(capsys, precompute_cli.main, argv, "omama-precompute", cache / "manifest.json", why)
+    expect_exit2(
+        capsys, precompute_cli.main, argv, "omama-precompute", cache / "manifest.json", why
+    )
 
 
 def test_weights_of_another_backbone_are_refused(small_files, synth_root, tmp_path, capsys):
@@ -287,3 +288,31 @@ def test_unknown_recorded_backbone_is_one_line(small_run, tmp_path):
         load_matcher_state(model, path)
     msg = str(excinfo.value)
     assert str(path) in msg and "vit_huge_patch14_clip" in msg and "\n" not in msg
+
+
+def test_dinov3_cache_crops_to_its_patch_and_dry_run_follows(synth_root, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    argv = _precompute(synth_root, cache, "val", "--random-init", "--backbone", VITS3.name)
+    assert precompute_cli.main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    assert verify_cache(cache).problems == []
+    reader = Cache(cache)
+    try:
+        assert reader.manifest.settings["patch"] == 16
+        assert reader.manifest.settings["backbone"] == VITS3.arch
+        for key in sorted(reader.manifest.images):
+            rec = reader.image(key)
+            h, w = crop_size(*reader.attr(rec, "orig_hw"), 16)
+            assert reader.attr(rec, "grid") == (h // 16, w // 16)
+            assert reader.pixels(key).shape == (h, w, 3)
+            assert reader.tokens(rec).shape == ((h // 16) * (w // 16), 384)
+    finally:
+        reader.close()
+    # the dry run sizes the same backbone's records: within 5 % of the shards written
+    dry = _precompute(synth_root, tmp_path / "none", "val", "--dry-run", "--backbone", VITS3.name)
+    assert precompute_cli.main([str(a) for a in dry]) == 0
+    text = capsys.readouterr().out
+    assert f"backbone {VITS3.name}" in text.splitlines()[0]
+    total = int(text.split("total")[1].split("(")[1].split(" bytes")[0])
+    actual = sum(p.stat().st_size for p in (cache / "shards").glob("*.h5"))
+    assert abs(total - actual) / actual < 0.05
