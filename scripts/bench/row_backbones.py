@@ -91,7 +91,9 @@ def run(ctx: Ctx) -> list[Row]:
             met=ratio > 1.0,
             command=ctx.command("8"),
             note="one timed run each into a fresh cache, ViT-S first; bytes are the shards "
-            "(tokens scale with the width: 384 / 768 / 1024 values per patch)"
+            "(tokens scale with the width: 384 / 768 / 1024 values per patch); CPU seconds "
+            f"(all processes, robust to other tenants): {small['cpu_seconds']:.1f} vs "
+            f"{base['cpu_seconds']:.1f} ({base['cpu_seconds'] / small['cpu_seconds']:.2f})"
             + (f"; also {'; '.join(others)}" if others else ""),
             details={"backbones": list(got.values())},
         )
