@@ -1,4 +1,5 @@
-"""The facts every stage shares, defined once: patch size, widths, directions, camera roles.
+"""The facts every stage shares, defined once: splits, directions, camera roles. The patch
+size and the widths belong to the backbone (`omama.backbones`).
 
 Directions are the single table of names: the CLI value (`exo2ego`), the pair-file part
 (`exoego`), the candidate folder part (`EXO2EGO`) and the challenge JSON key (`exo-ego`).
@@ -8,9 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PATCH = 14  # DINOv2 ViT-B/14: pixels per patch side
-TOKEN_DIM = 768  # width of a patch token
-DESC_DIM = 2 * TOKEN_DIM  # a mask descriptor: mask part + context part
 SPLITS = ("train", "val", "test")
 OFFICIAL_MAX_SIDE = 480  # the official evaluator compares masks at longest side 480
 

@@ -36,35 +36,39 @@ def model(meta_file):
 
 
 def plain_forward(sd: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-    """DINOv2 ViT-B/14 reg4 written out from Meta's tensors (no timm): the test oracle."""
+    """DINOv2 ViT/14 reg4 written out from Meta's tensors (no timm): the test oracle. Width and
+    depth are read from the tensors (ViT-S 384 x 12, ViT-B 768 x 12), 64 channels per head."""
+    c = sd["cls_token"].shape[-1]
+    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    heads = c // 64
     x = images.permute(0, 3, 1, 2).float() / 255.0
     x = (x - MEAN) / STD
     b, _, h, w = x.shape
     gh, gw = h // 14, w // 14
     t = F.conv2d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=14)
-    t = t.flatten(2).transpose(1, 2)  # [B, gh*gw, 768], row-major
+    t = t.flatten(2).transpose(1, 2)  # [B, gh*gw, C], row-major
     pos = sd["pos_embed"]
     side = int(round((pos.shape[1] - 1) ** 0.5))
-    grid = pos[:, 1:].reshape(1, side, side, 768).permute(0, 3, 1, 2)
+    grid = pos[:, 1:].reshape(1, side, side, c).permute(0, 3, 1, 2)
     grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", antialias=True, align_corners=False)
-    t = t + grid.permute(0, 2, 3, 1).reshape(1, gh * gw, 768)
+    t = t + grid.permute(0, 2, 3, 1).reshape(1, gh * gw, c)
     cls = (sd["cls_token"] + pos[:, :1]).expand(b, -1, -1)
     x = torch.cat([cls, sd["register_tokens"].expand(b, -1, -1), t], dim=1)
     n = x.shape[1]
-    for i in range(12):
+    for i in range(depth):
         p = f"blocks.{i}."
-        y = F.layer_norm(x, (768,), sd[p + "norm1.weight"], sd[p + "norm1.bias"], eps=1e-6)
+        y = F.layer_norm(x, (c,), sd[p + "norm1.weight"], sd[p + "norm1.bias"], eps=1e-6)
         qkv = F.linear(y, sd[p + "attn.qkv.weight"], sd[p + "attn.qkv.bias"])
-        q, k, v = qkv.reshape(b, n, 3, 12, 64).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(b, n, 3, heads, 64).permute(2, 0, 3, 1, 4)
         att = ((q @ k.transpose(-2, -1)) / 8.0).softmax(dim=-1)
-        o = (att @ v).transpose(1, 2).reshape(b, n, 768)
+        o = (att @ v).transpose(1, 2).reshape(b, n, c)
         o = F.linear(o, sd[p + "attn.proj.weight"], sd[p + "attn.proj.bias"])
         x = x + sd[p + "ls1.gamma"] * o
-        y = F.layer_norm(x, (768,), sd[p + "norm2.weight"], sd[p + "norm2.bias"], eps=1e-6)
+        y = F.layer_norm(x, (c,), sd[p + "norm2.weight"], sd[p + "norm2.bias"], eps=1e-6)
         y = F.linear(y, sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"])
         y = F.linear(F.gelu(y), sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"])
         x = x + sd[p + "ls2.gamma"] * y
-    x = F.layer_norm(x, (768,), sd["norm.weight"], sd["norm.bias"], eps=1e-6)
+    x = F.layer_norm(x, (c,), sd["norm.weight"], sd["norm.bias"], eps=1e-6)
     return x[:, 5:]
 
 

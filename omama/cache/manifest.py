@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omama.backbones import Backbone, recorded_backbone
 from omama.cache.paths import lock_path, manifest_path, samples_path
 from omama.cache.records import Sample
 from omama.errors import OmamaError, bad_file
@@ -47,6 +48,12 @@ class Manifest:
             "splits": self.splits,
             "subsets": self.subsets,
         }
+
+    @property
+    def backbone(self) -> Backbone:
+        """The backbone the cache was built with (settings `backbone`; the default when absent):
+        its token width and patch shape every record."""
+        return recorded_backbone(self.settings, "manifest.json settings")
 
 
 _JSON_NAMES = {dict: "JSON object", list: "JSON list", str: "string", int: "number"}
@@ -79,6 +86,7 @@ def load_manifest(cache: Path) -> Manifest | None:
             path, f"cache format {data.get('format')} but this omama reads {FORMAT_VERSION}"
         )
     required(path, data, _MANIFEST_KEYS, "manifest")
+    recorded_backbone(data["settings"], str(path))  # an unknown backbone: one line, here
     return Manifest(
         settings=data["settings"],
         shards=data["shards"],

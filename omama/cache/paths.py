@@ -33,5 +33,7 @@ def parts_dir(cache: str | Path) -> Path:
     return Path(cache) / "parts"
 
 
-def random_init_weights_path(cache: str | Path, seed: int) -> Path:
-    return Path(cache) / f"backbone-random-init-seed{seed}.pth"
+def random_init_weights_path(cache: str | Path, seed: int, backbone: str = "") -> Path:
+    """The cache's seeded random-init weights; `backbone`: its name when not the default."""
+    name = f"-{backbone}" if backbone else ""
+    return Path(cache) / f"backbone-random-init{name}-seed{seed}.pth"

@@ -1,6 +1,6 @@
 """8-bit token storage: int8 values with one fp16 scale per token (symmetric, max|x| / 127).
 
-Halves the bytes of the largest thing in the cache (the 768-d patch tokens). The scale is
+Halves the bytes of the largest thing in the cache (the patch tokens, 768-d for ViT-B). The scale is
 rounded to fp16 before the division, so `dequantize` gives back exactly the values the
 descriptors were pooled from: q * s is exact in float32 (8-bit times 11-bit mantissas) and
 is rounded to fp16 once, the same way on every path (precompute, training, evaluation).

@@ -3,7 +3,7 @@
     cache = Cache(CACHE)
     samples = cache.samples("exo2ego", "train")
     rec = cache.image(samples[0].src)            # a record handle (memoised per process)
-    tokens = cache.tokens(rec)                   # float16 [T, 768], fp16 or int8 storage
+    tokens = cache.tokens(rec)                   # float16 [T, C], fp16 or int8 storage
     rows = cache.rows(cache.cands("exo2ego", samples[0].dst), "desc", [3, 1])
 
 A record handle knows where each of its array fields lies in its shard file (see `extents`):
@@ -200,8 +200,9 @@ class Cache:
         return out if in_order else out[inverse]
 
     def tokens(self, rec: Record | str, out: np.ndarray | None = None) -> np.ndarray:
-        """An image's patch tokens as float16 [T, 768], whichever way they are stored; into
-        `out` (float16 [T, 768]) when given. The one place that reads the 8-bit layout."""
+        """An image's patch tokens as float16 [T, C] (C: the backbone's width), whichever way
+        they are stored; into `out` (float16 [T, C]) when given. The one place that reads the
+        8-bit layout."""
         if isinstance(rec, str):
             rec = self.image(rec)
         if rec.quantized:

@@ -19,12 +19,12 @@ def image_key(take: str, cam: str, frame: str) -> str:
 class ImageRecord:
     """Backbone output and annotated-object descriptors of one image."""
 
-    tokens: np.ndarray  # float16 [gh*gw, 768], row-major patch grid (int8 with token_scale)
+    tokens: np.ndarray  # float16 [gh*gw, C], row-major patch grid (int8 with token_scale)
     image: np.ndarray  # uint8 [H, W, 3] RGB at the crop size
     grid: tuple[int, int]
     orig_hw: tuple[int, int]  # the JPEG's size before the portrait policy and crop
     obj_names: list[str]
-    obj_desc: np.ndarray  # float32 [K, 1536] descriptor of each annotated object's mask
+    obj_desc: np.ndarray  # float32 [K, 2C] descriptor of each annotated object's mask
     obj_box: np.ndarray  # float32 [K, 4] tight box (x, y, w, h) in the crop frame
     obj_rle: list[str]  # JSON of each object's RLE at annotation resolution (ground truth)
     # 8-bit storage (--features int8, omama.cache.quant): one fp16 scale per token
@@ -35,7 +35,7 @@ class ImageRecord:
 class CandidateRecord:
     """Everything the trainer and evaluator need about one image's candidate masks."""
 
-    desc: np.ndarray  # float32 [N, 1536]
+    desc: np.ndarray  # float32 [N, 2C] (C: the backbone's token width)
     boxes: np.ndarray  # float32 [N, 4] in the crop frame
     adj: np.ndarray  # bool [N, N] order-2 Delaunay adjacency
     rle: list[str]  # JSON RLE of each candidate at the crop size (the predicted mask)

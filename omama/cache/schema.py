@@ -6,7 +6,9 @@ Two record kinds live in a shard:
     cand/{direction}/{take}/{cam}/{frame}/  one destination image's candidate masks
 
 Shapes are written in symbols: T patch tokens (grid rows x columns), H x W the crop size
-(the grid times PATCH), K annotated objects of the image, N candidates. `readers` says which
+(the grid times the backbone's patch P), K annotated objects of the image, N candidates, C the
+backbone's token width and D = 2C a descriptor's (`omama.backbones`; the cache's settings
+record the backbone). `readers` says which
 stage reads a dataset (train, eval, precompute, verify), so the loader's field lists and the
 verifier's checks follow the format. The shard writer creates datasets from these fields, the
 verifier checks shapes and dtypes against them and `--dry-run` sizes array bytes from them.
@@ -19,10 +21,10 @@ from math import prod
 
 import numpy as np
 
-from omama.constants import DESC_DIM, PATCH, TOKEN_DIM
+from omama.backbones import DEFAULT_BACKBONE, Backbone
 
 STR = "str"  # variable-length UTF-8 strings (JSON RLE, object names)
-Dim = int | str  # a fixed length or a symbol (T, H, W, K, N)
+Dim = int | str  # a fixed length or a symbol (T, H, W, K, N, C, D)
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,14 @@ def _field(name: str, dtype: str, shape: tuple[Dim, ...], kind: str, *readers: s
 
 
 _TOKEN_READERS = ("train", "eval", "precompute")
-TOKENS_FP16 = _field("tokens", "float16", ("T", TOKEN_DIM), "tokens", *_TOKEN_READERS)
+TOKENS_FP16 = _field("tokens", "float16", ("T", "C"), "tokens", *_TOKEN_READERS)
 # --features int8 (omama.cache.quant): int8 values and one fp16 scale per token
-TOKENS_INT8 = _field("tokens", "int8", ("T", TOKEN_DIM), "tokens", *_TOKEN_READERS)
+TOKENS_INT8 = _field("tokens", "int8", ("T", "C"), "tokens", *_TOKEN_READERS)
 TOKEN_SCALE = _field("token_scale", "float16", ("T",), "tokens", *_TOKEN_READERS)
 
 _OBJECT_FIELDS = (
     _field("image", "uint8", ("H", "W", 3), "images", "eval"),  # the crop, RGB
-    _field("obj_desc", "float32", ("K", DESC_DIM), "descriptors", "train", "eval"),
+    _field("obj_desc", "float32", ("K", "D"), "descriptors", "train", "eval"),
     _field("obj_box", "float32", ("K", 4), "descriptors"),  # tight xywh, crop frame
     _field("obj_names", STR, ("K",), "rle"),
     _field("obj_rle", STR, ("K",), "rle", "eval"),  # JSON RLE at annotation resolution
@@ -70,7 +72,7 @@ IMAGE_FIELDS_INT8 = (TOKENS_INT8, TOKEN_SCALE, *_OBJECT_FIELDS)
 IMAGE_ATTRS = ("grid", "orig_hw")
 
 CAND_FIELDS = (
-    _field("desc", "float32", ("N", DESC_DIM), "descriptors", "train", "eval"),
+    _field("desc", "float32", ("N", "D"), "descriptors", "train", "eval"),
     _field("boxes", "float32", ("N", 4), "descriptors"),  # xywh, crop frame
     _field("adj", "uint8", ("N", "N"), "adjacency", "train"),  # order-2 Delaunay
     _field("rle", STR, ("N",), "rle", "eval"),  # JSON RLE at the crop size
@@ -83,14 +85,26 @@ def image_fields(quantized: bool) -> tuple[Field, ...]:
     return IMAGE_FIELDS_INT8 if quantized else IMAGE_FIELDS
 
 
-def image_sizes(grid: tuple[int, int], objects: int) -> dict[str, int]:
+def widths(backbone: Backbone) -> dict[str, int]:
+    """The width symbols of a cache of this backbone."""
+    return {"C": backbone.width, "D": backbone.desc_dim}
+
+
+def image_sizes(
+    grid: tuple[int, int], objects: int, backbone: Backbone = DEFAULT_BACKBONE
+) -> dict[str, int]:
     """The symbols of an image record with this patch grid and object count."""
-    return {"T": grid[0] * grid[1], "H": grid[0] * PATCH, "W": grid[1] * PATCH, "K": objects}
+    p = backbone.patch
+    return {"T": grid[0] * grid[1], "H": grid[0] * p, "W": grid[1] * p, "K": objects} | widths(
+        backbone
+    )
 
 
-def cand_sizes(candidates: int, objects: int) -> dict[str, int]:
+def cand_sizes(
+    candidates: int, objects: int, backbone: Backbone = DEFAULT_BACKBONE
+) -> dict[str, int]:
     """The symbols of a candidate record."""
-    return {"N": candidates, "K": objects}
+    return {"N": candidates, "K": objects} | widths(backbone)
 
 
 def read_by(stage: str, fields: tuple[Field, ...]) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from omama.backbones import DEFAULT_BACKBONE, Backbone
 from omama.cache import schema
 from omama.cache.manifest import Manifest, load_manifest, load_samples
 from omama.cache.paths import bad_report_path, manifest_path, samples_path, shards_dir
@@ -58,8 +59,9 @@ def _rows(g: h5py.Group, name: str) -> int:
     return g[name].shape[0] if isinstance(g.get(name), h5py.Dataset) else -1
 
 
-def image_problems(g: h5py.Group) -> tuple[list[str], int]:
-    """Problems of one `img/...` group and its object count (-1 when unknown)."""
+def image_problems(g: h5py.Group, backbone: Backbone = DEFAULT_BACKBONE) -> tuple[list[str], int]:
+    """Problems of one `img/...` group of a `backbone` cache and its object count (-1 when
+    unknown)."""
     try:
         grid = tuple(int(v) for v in g.attrs["grid"])
         orig = tuple(int(v) for v in g.attrs["orig_hw"])
@@ -69,7 +71,7 @@ def image_problems(g: h5py.Group) -> tuple[list[str], int]:
         return [f"attributes grid={grid} orig_hw={orig} malformed"], -1
     k = _rows(g, "obj_names")
     quantized = "token_scale" in g  # --features int8: int8 tokens, one fp16 scale per token
-    sizes = schema.image_sizes(grid, k)
+    sizes = schema.image_sizes(grid, k, backbone)
     problems = [p for f in schema.image_fields(quantized) if (p := _check(g, f, sizes))]
     name = "token_scale" if quantized else "tokens"
     if not problems and not np.isfinite(g[name][()]).all():
@@ -77,10 +79,12 @@ def image_problems(g: h5py.Group) -> tuple[list[str], int]:
     return problems, k
 
 
-def cand_problems(g: h5py.Group, n_objects: int) -> list[str]:
+def cand_problems(
+    g: h5py.Group, n_objects: int, backbone: Backbone = DEFAULT_BACKBONE
+) -> list[str]:
     """Problems of one `cand/...` group; `n_objects` sizes `anchor` (-1: not checked)."""
     n = _rows(g, "desc")
-    sizes = schema.cand_sizes(n, n_objects)
+    sizes = schema.cand_sizes(n, n_objects, backbone)
     problems = [p for f in schema.CAND_FIELDS if (p := _check(g, f, sizes))]
     if n == 0:
         problems.append("no candidates (at least one, possibly empty, is always stored)")
@@ -169,7 +173,7 @@ def _check_records(
             if g is None:
                 report.problems += [problem] if problem else []
                 continue
-            problems, n_objects[key] = image_problems(g)
+            problems, n_objects[key] = image_problems(g, manifest.backbone)
             report.problems += [f"{shard_dir / shard}: img/{key}: {p}" for p in problems]
         for direction, table in sorted(manifest.candidates.items()):
             for key, shard in sorted(table.items()):
@@ -179,7 +183,7 @@ def _check_records(
                 if g is None:
                     report.problems += [problem] if problem else []
                     continue
-                problems = cand_problems(g, n_objects.get(key, -1))
+                problems = cand_problems(g, n_objects.get(key, -1), manifest.backbone)
                 report.problems += [f"{shard_dir / shard}: {path}: {p}" for p in problems]
     finally:
         for f in files.values():

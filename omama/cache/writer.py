@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from omama.backbones import DEFAULT_BACKBONE, Backbone
 from omama.cache import schema
 from omama.cache.paths import shards_dir
 from omama.cache.records import CandidateRecord, ImageRecord
@@ -31,14 +32,15 @@ STR = h5py.string_dtype()
 Publish = Callable[[str, dict, list[str], list[tuple[str, str]]], None]
 
 
-def _dataset_args(field: schema.Field, value: object) -> dict:
-    """`create_dataset` arguments that store `value` as `field` says."""
+def _dataset_args(field: schema.Field, value: object, widths: dict[str, int]) -> dict:
+    """`create_dataset` arguments that store `value` as `field` says (`widths`: the cache's
+    width symbols)."""
     if field.dtype == schema.STR:
         return {"data": np.array(value, dtype=object), "dtype": STR}
     data = np.asarray(value).astype(field.dtype)
-    symbols = [d for d in field.shape if not isinstance(d, int)]
-    if field.shape and len(symbols) == 1 and symbols[0] == field.shape[0]:
-        data = data.reshape(-1, *field.shape[1:])  # e.g. no objects: (0, 1536), not (0,)
+    shape = field.resolve(widths)
+    if shape and shape[0] == -1 and min(shape[1:], default=0) >= 0:
+        data = data.reshape(-1, *shape[1:])  # e.g. no objects: (0, 1536), not (0,)
     return {"data": data}
 
 
@@ -52,6 +54,7 @@ class ShardWriter:
         on_publish: Publish,
         max_records: int = 256,
         max_bytes: int = 2 << 30,
+        backbone: Backbone = DEFAULT_BACKBONE,
     ) -> None:
         self.dir = shards_dir(cache)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -59,6 +62,7 @@ class ShardWriter:
         self.on_publish = on_publish
         self.max_records = max_records
         self.max_bytes = max_bytes
+        self.widths = schema.widths(backbone)
         self._file: h5py.File | None = None
         self._name = ""
         self._images: list[str] = []
@@ -95,7 +99,7 @@ class ShardWriter:
     def _write(self, path: str, fields: tuple[schema.Field, ...], rec: object) -> h5py.Group:
         g = self._open().create_group(path)
         for field in fields:
-            args = _dataset_args(field, getattr(rec, field.name))
+            args = _dataset_args(field, getattr(rec, field.name), self.widths)
             g.create_dataset(field.name, **args)
             self._bytes += args["data"].nbytes if field.dtype != schema.STR else 0
         return g

@@ -16,8 +16,9 @@ from omama.precompute.run import PrecomputeConfig, run_precompute
 log = logging.getLogger("omama.cli.precompute")
 
 DESCRIPTION = (
-    "Run DINOv2 ViT-B/14 (registers) once per unique image of a split's pairs and write HDF5 "
-    "shards with features, images, candidate masks, adjacency and descriptors. Rerun the same "
+    "Run the backbone (default DINOv2 ViT-B/14 reg4; see --backbone) once per unique image "
+    "of a split's pairs and write HDF5 shards with features, images, candidate masks, "
+    "adjacency and descriptors. Rerun the same "
     "command to resume; run it for other splits and directions into the same --cache. "
     "Under torchrun each rank computes its own part of the images, then rank 0 merges; for "
     "job arrays use --part/--parts (the last part to finish merges, or --merge)."

@@ -1,4 +1,5 @@
-"""Frame reading and the crop policy that makes images fit DINOv2's 14-pixel patches.
+"""Frame reading and the crop policy that makes images fit the backbone's patches (DINOv2's
+14 pixels by default; DINOv3's are 16: read 16 for 14 below).
 
 Portrait policy (the same at training and at evaluation): an image taller than wide is
 stretched to landscape with a nearest resize to height = old width and width = old height
@@ -21,11 +22,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from omama.backbones import DEFAULT_BACKBONE
 from omama.errors import OmamaError, bad_file
 
 log = logging.getLogger(__name__)
 
-PATCH = 14
+PATCH = DEFAULT_BACKBONE.patch
 _SOI = b"\xff\xd8"
 
 
@@ -102,19 +104,19 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def crop_size(h: int, w: int) -> tuple[int, int]:
-    """The (height, width) an h x w image becomes: landscape, each side a multiple of 14."""
+def crop_size(h: int, w: int, patch: int = PATCH) -> tuple[int, int]:
+    """The (height, width) an h x w image becomes: landscape, each side a multiple of `patch`."""
     short, long = min(h, w), max(h, w)
-    new_h, new_w = PATCH * (short // PATCH), PATCH * (long // PATCH)
+    new_h, new_w = patch * (short // patch), patch * (long // patch)
     if new_h == 0 or new_w == 0:
-        raise OmamaError(f"image of {h}x{w}: smaller than one {PATCH}x{PATCH} patch")
+        raise OmamaError(f"image of {h}x{w}: smaller than one {patch}x{patch} patch")
     return new_h, new_w
 
 
-def preprocess_image(img: np.ndarray) -> np.ndarray:
-    """Apply the portrait policy and the multiple-of-14 crop (both nearest resizes)."""
+def preprocess_image(img: np.ndarray, patch: int = PATCH) -> np.ndarray:
+    """Apply the portrait policy and the multiple-of-`patch` crop (both nearest resizes)."""
     h, w = img.shape[:2]
-    new_h, new_w = crop_size(h, w)
+    new_h, new_w = crop_size(h, w, patch)
     if h > w:  # stretch to landscape first, as the reference's training does
         img = cv2.resize(img, (h, w), interpolation=cv2.INTER_NEAREST)
         h, w = w, h

@@ -7,7 +7,6 @@ from torch.utils.data import Dataset
 
 from omama.cache.reader import Cache
 from omama.cache.records import Sample
-from omama.constants import DESC_DIM
 from omama.loader.batches import batch_tensor
 
 
@@ -39,12 +38,13 @@ class EvalSamples(Dataset):
             recs.append((s, src, dst, cand))
         counts = [io.shape(cand, "desc")[0] for _, _, _, cand in recs]
         n = max(counts)
+        desc_dim = io.shape(recs[0][3], "desc")[1]  # twice the backbone's token width
         batch = {
             "index": torch.tensor(indices),
             "src_tokens": batch_tensor((b, *io.shape(recs[0][1], "tokens")), torch.float16),
             "dst_tokens": batch_tensor((b, *io.shape(recs[0][2], "tokens")), torch.float16),
-            "src_desc": batch_tensor((b, DESC_DIM), torch.float32),
-            "cand_desc": batch_tensor((b, n, DESC_DIM), torch.float32).zero_(),
+            "src_desc": batch_tensor((b, desc_dim), torch.float32),
+            "cand_desc": batch_tensor((b, n, desc_dim), torch.float32).zero_(),
             "valid": torch.arange(n).expand(b, n) < torch.tensor(counts)[:, None],
         }
         arrays = {k: v.numpy() for k, v in batch.items()}

@@ -22,7 +22,6 @@ from torch.utils.data import Dataset
 
 from omama.cache.reader import Cache, Record
 from omama.cache.records import Sample
-from omama.constants import DESC_DIM
 from omama.loader.batches import already_batched, batch_tensor
 from omama.loader.negatives import choose_negatives
 
@@ -104,11 +103,12 @@ class TrainSamples(Dataset):
         io, b = self.cache, len(draws)
         src_shape = io.shape(draws[0].src, "tokens")
         dst_shape = io.shape(draws[0].dst, "tokens")
+        desc_dim = 2 * src_shape[1]  # the backbone's token width, twice
         batch = {
             "src_tokens": batch_tensor((b, *src_shape), torch.float16),
             "dst_tokens": batch_tensor((b, *dst_shape), torch.float16),
-            "src_desc": batch_tensor((b, DESC_DIM), torch.float32),
-            "cand_desc": batch_tensor((b, self.n_masks, DESC_DIM), torch.float32),
+            "src_desc": batch_tensor((b, desc_dim), torch.float32),
+            "cand_desc": batch_tensor((b, self.n_masks, desc_dim), torch.float32),
             "pos_index": batch_tensor((b,), torch.long),
             "visible": batch_tensor((b,), torch.float32),
         }

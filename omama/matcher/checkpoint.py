@@ -3,6 +3,12 @@
 Checkpoints are plain state_dicts with the reference key names. Loading is strict on keys
 and shapes, except that the two position embeddings may come from another patch grid: they
 are then resized bicubic to the model's grids (the released weights are for 50x50 / 38x68).
+
+A matcher reads one backbone's tokens. A checkpoint of a backbone other than the default
+records its timm name under `BACKBONE_KEY` (a string beside the tensors); one without it is
+the default DINOv2 ViT-B/14 reg4's, as the released O-MaMa checkpoint and every default
+checkpoint (whose bytes stay those of a plain state_dict). A checkpoint of another backbone
+than the model's is refused in one line naming the file.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from omama.errors import bad_file
+from omama.backbones import DEFAULT_BACKBONE, Backbone, recorded_backbone
+from omama.errors import OmamaError, bad_file
 from omama.files import write_torch
 from omama.matcher.model import OMaMaMatcher
 
@@ -24,6 +31,7 @@ POS_KEYS = {"pos_embed_T": "grid_t", "pos_embed_Q": "grid_q"}
 # The fitted visibility part (visibility.py): absent from the released checkpoint and from
 # omama checkpoints written before it existed; such a checkpoint loads with it unfitted.
 OPTIONAL_KEYS = ("visibility.weight", "visibility.bias", "visibility.fitted_flag")
+BACKBONE_KEY = "omama_backbone"  # the timm name of a non-default backbone
 _WRAPPER_KEYS = ("model", "state_dict")
 # Aspect ratios closer than this (as |log ratio|) are treated as the same shape.
 _SAME_ASPECT = math.log(1.2)
@@ -63,8 +71,8 @@ def resize_pos_embed(pos: torch.Tensor, src: tuple[int, int], dst: tuple[int, in
     return out.permute(0, 2, 3, 1).reshape(1, dst[0] * dst[1], c).to(pos.dtype)
 
 
-def _read(state: dict | str | Path) -> tuple[dict, str]:
-    """Return the raw state_dict and a name for error messages."""
+def _read(state: dict | str | Path) -> tuple[dict, str, Backbone]:
+    """Return the raw state_dict, a name for error messages and the backbone it records."""
     if isinstance(state, (str, Path)):
         path = Path(state)
         if not path.is_file():
@@ -85,10 +93,16 @@ def _read(state: dict | str | Path) -> tuple[dict, str]:
         if wrapper in obj and isinstance(obj[wrapper], dict):
             obj = obj[wrapper]
             break
+    obj = dict(obj)
+    record = {"backbone": obj.pop(BACKBONE_KEY)} if BACKBONE_KEY in obj else {}
+    try:
+        backbone = recorded_backbone(record, name)
+    except OmamaError as exc:
+        raise OmamaError(f"{exc} (as {BACKBONE_KEY})") from None
     keys = list(obj)
     if keys and all(isinstance(k, str) and k.startswith("module.") for k in keys):
         obj = {k[len("module.") :]: v for k, v in obj.items()}  # saved from DataParallel
-    return obj, name
+    return obj, name, backbone
 
 
 def _short(keys: list[str]) -> str:
@@ -98,7 +112,15 @@ def _short(keys: list[str]) -> str:
 
 def load_matcher_state(model: OMaMaMatcher, state: dict | str | Path) -> None:
     """Load weights into `model` in place; OmamaError (one line) when they do not fit."""
-    ckpt, name = _read(state)
+    ckpt, name, backbone = _read(state)
+    if backbone != model.backbone:
+        what = "records" if backbone != DEFAULT_BACKBONE else "records no backbone, so it is for"
+        raise bad_file(
+            name,
+            f"checkpoint {what} {backbone.name} ({backbone.width}-d tokens), but the cache "
+            f"was built with {model.backbone.name} ({model.backbone.width}-d): use a "
+            "checkpoint trained on a cache of the same backbone",
+        )
     expected = model.state_dict()
     absent = [k for k in OPTIONAL_KEYS if k not in ckpt]
     if absent:
@@ -169,17 +191,24 @@ def _check_direction(
 
 
 def save_matcher_state(model: OMaMaMatcher, path: str | Path) -> None:
-    """Write a plain state_dict (reference key names) atomically: temp file, then rename."""
-    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    """Write a plain state_dict (reference key names) atomically: temp file, then rename; a
+    non-default backbone is recorded under `BACKBONE_KEY`."""
+    state: dict = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    if model.backbone != DEFAULT_BACKBONE:
+        state[BACKBONE_KEY] = model.backbone.arch
     write_torch(state, path)  # a failed write is one line and leaves the old file intact
 
 
 def build_matcher(
-    grid_t: tuple[int, int], grid_q: tuple[int, int], checkpoint: Path | None = None
+    grid_t: tuple[int, int],
+    grid_q: tuple[int, int],
+    checkpoint: Path | None = None,
+    backbone: Backbone = DEFAULT_BACKBONE,
 ) -> OMaMaMatcher:
-    """A matcher for these destination / source patch grids, with `checkpoint`'s weights
-    when given (omama's or the released O-MaMa file), else freshly initialised."""
-    model = OMaMaMatcher(grid_t=grid_t, grid_q=grid_q)
+    """A matcher for these destination / source patch grids and the tokens of `backbone`
+    (the cache's), with `checkpoint`'s weights when given (omama's or the released O-MaMa
+    file), else freshly initialised."""
+    model = OMaMaMatcher(grid_t=grid_t, grid_q=grid_q, backbone=backbone)
     if checkpoint is not None:
         load_matcher_state(model, checkpoint)
     return model

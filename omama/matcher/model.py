@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import trunc_normal_
 
-from omama.constants import TOKEN_DIM
+from omama.backbones import DEFAULT_BACKBONE, Backbone
 from omama.matcher.attention import ORDERS, ContextAttention
 from omama.matcher.visibility import VisibilityHead
 
@@ -33,16 +33,21 @@ class OMaMaMatcher(nn.Module):
     """Scores N destination candidates against one source mask (reference section 6).
 
     grid_t is the destination patch grid (rows, cols) and grid_q the source grid; the position
-    embeddings have one row per patch of each.
+    embeddings have one row per patch of each. Every width follows the backbone's token width C
+    (768 for the reference's DINOv2 ViT-B/14): descriptors are 2C, the MLP maps 3C -> C.
     """
 
     def __init__(
-        self, grid_t: tuple[int, int], grid_q: tuple[int, int], dim: int = TOKEN_DIM
+        self,
+        grid_t: tuple[int, int],
+        grid_q: tuple[int, int],
+        backbone: Backbone = DEFAULT_BACKBONE,
     ) -> None:
         super().__init__()
         self.grid_t = (int(grid_t[0]), int(grid_t[1]))
         self.grid_q = (int(grid_q[0]), int(grid_q[1]))
-        self.dim = dim
+        self.backbone = backbone  # whose tokens it reads; checkpoints record it
+        self.dim = dim = backbone.width
         self.attn_order = "auto"
         self.mlp = _SharedMLP(3 * dim, dim)
         # Present for checkpoint parity only: the reference never calls it, so it is frozen
@@ -75,7 +80,7 @@ class OMaMaMatcher(nn.Module):
     ) -> torch.Tensor:
         """Cosine similarity [B, N] of the source mask with each candidate.
 
-        src_desc [B, 1536], cand_desc [B, N, 1536], src_tokens [B, Tq, C] (source grid,
+        src_desc [B, 2C], cand_desc [B, N, 2C], src_tokens [B, Tq, C] (source grid,
         row-major), dst_tokens [B, Tt, C] (destination grid). Tokens may be fp16 storage.
         """
         order = self.attn_order if attn_order is None else attn_order

@@ -1,16 +1,21 @@
-"""Frozen DINOv2 ViT-B/14 (4 registers) backbone through timm, loaded from a LOCAL weights file.
+"""Frozen DINOv2 / DINOv3 ViT backbones through timm, loaded from a LOCAL weights file.
 
-Pretrained weights cannot be downloaded here, so the model is always created with
-``pretrained=False`` and filled from a file the user provides: either Meta's released
-``dinov2_vitb14_reg4_pretrain.pth`` (Meta key names) or a timm state_dict (.pth/.bin, or
-.safetensors when the ``safetensors`` package is importable). Meta keys are converted with
-timm's own ``checkpoint_filter_fn``.
+Which backbone is `omama.backbones` (default DINOv2 ViT-B/14 reg4, as O-MaMa). Pretrained
+weights cannot be downloaded here, so the model is always created with ``pretrained=False``
+and filled from a file the user provides: Meta's released file (``dinov2_vits14_reg4_pretrain
+.pth``, ``dinov3_vitb16_pretrain_lvd1689m-*.pth``: Meta key names) or a timm state_dict
+(.pth/.bin, or .safetensors when the ``safetensors`` package is importable). Meta keys are
+converted with timm's own ``checkpoint_filter_fn`` of the model's family (vision_transformer
+for DINOv2, eva for DINOv3); the converted dict is checked key by key and shape by shape
+against the model built on the ``meta`` device (no memory), so a file of another backbone is
+one line that names the backbone it looks like.
 
-Position embeddings: timm (``dynamic_img_size=True``) resizes the 37x37 table to the image's
-patch grid with ``F.interpolate(mode="bicubic", antialias=True, align_corners=False)`` and a
-target *size*, which is exactly what DINOv2's hub ``dinov2_vitb14_reg`` does
+Position embeddings (DINOv2): timm (``dynamic_img_size=True``) resizes the 37x37 table to the
+image's patch grid with ``F.interpolate(mode="bicubic", antialias=True, align_corners=False)``
+and a target *size*, which is exactly what DINOv2's hub ``dinov2_vitb14_reg`` does
 (``interpolate_antialias=True, interpolate_offset=0.0``). Checked numerically against the
-DINOv2 code on 224x224 and 196x350 inputs (fp32 CPU; see the module report).
+DINOv2 code on 224x224 and 196x350 inputs (fp32 CPU; see the module report). DINOv3 has no
+position table: timm's eva applies DINOv3's rotary embedding (RoPE) on the patch grid.
 """
 
 from __future__ import annotations
@@ -21,66 +26,45 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.models.vision_transformer import checkpoint_filter_fn
+from timm.models import eva, vision_transformer
 
-from omama.constants import PATCH, TOKEN_DIM
+from omama.backbones import BACKBONE_TABLE, DEFAULT_BACKBONE, Backbone
 from omama.errors import OmamaError, bad_file
 from omama.files import file_sha256, write_torch
 
 log = logging.getLogger(__name__)
 
-ARCH = "vit_base_patch14_reg4_dinov2"
-EMBED_DIM = TOKEN_DIM
-DEPTH = 12
-NUM_REG = 4
-MLP_DIM = 3072
-PRETRAIN_GRID = 37  # 518 / 14: the grid of the released position embeddings
+PRETRAIN_GRID = 37  # DINOv2: 518 / 14, the grid of the released position embeddings
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-_BLOCK_SHAPES: dict[str, tuple[int, ...]] = {
-    "norm1.weight": (EMBED_DIM,),
-    "norm1.bias": (EMBED_DIM,),
-    "attn.qkv.weight": (3 * EMBED_DIM, EMBED_DIM),
-    "attn.qkv.bias": (3 * EMBED_DIM,),
-    "attn.proj.weight": (EMBED_DIM, EMBED_DIM),
-    "attn.proj.bias": (EMBED_DIM,),
-    "ls1.gamma": (EMBED_DIM,),
-    "norm2.weight": (EMBED_DIM,),
-    "norm2.bias": (EMBED_DIM,),
-    "mlp.fc1.weight": (MLP_DIM, EMBED_DIM),
-    "mlp.fc1.bias": (MLP_DIM,),
-    "mlp.fc2.weight": (EMBED_DIM, MLP_DIM),
-    "mlp.fc2.bias": (EMBED_DIM,),
-    "ls2.gamma": (EMBED_DIM,),
-}
+FORMATS = ("meta", "timm")
 # Keys a timm-format file may carry that the backbone does not use (a classifier head).
 _IGNORED_TIMM_PREFIXES = ("head.", "fc_norm.")
+# The key that tells each family's Meta format from timm's (timm: `reg_token`).
+_META_KEYS = {"dinov2": ("register_tokens", "mask_token"), "dinov3": ("storage_tokens",)}
+_FILTERS = {
+    "dinov2": vision_transformer.checkpoint_filter_fn,
+    "dinov3": eva.checkpoint_filter_fn,
+}
 
 
-def _expected_shapes(meta: bool) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of a DINOv2 ViT-B/14 reg4 state_dict (pos_embed is checked separately)."""
-    shapes: dict[str, tuple[int, ...]] = {
-        "cls_token": (1, 1, EMBED_DIM),
-        "patch_embed.proj.weight": (EMBED_DIM, 3, PATCH, PATCH),
-        "patch_embed.proj.bias": (EMBED_DIM,),
-    }
-    if meta:
-        shapes["register_tokens"] = (1, NUM_REG, EMBED_DIM)
-        shapes["mask_token"] = (1, EMBED_DIM)
-    else:
-        shapes["reg_token"] = (1, NUM_REG, EMBED_DIM)
-    for i in range(DEPTH):
-        for name, shape in _BLOCK_SHAPES.items():
-            shapes[f"blocks.{i}.{name}"] = shape
-    shapes["norm.weight"] = (EMBED_DIM,)
-    shapes["norm.bias"] = (EMBED_DIM,)
-    return shapes
+def available(spec: Backbone) -> bool:
+    """Whether the installed timm provides this backbone's model."""
+    return spec.arch in timm.list_models(spec.arch)
 
 
-def _create_model(init_values: float | None = None) -> torch.nn.Module:
+def _create_model(
+    spec: Backbone, init_values: float | None = None, device: str | None = None
+) -> torch.nn.Module:
+    if not available(spec):
+        raise OmamaError(
+            f"backbone {spec.name}: the installed timm {timm.__version__} has no {spec.arch}"
+        )
     kwargs = {} if init_values is None else {"init_values": init_values}
-    return timm.create_model(ARCH, pretrained=False, dynamic_img_size=True, num_classes=0, **kwargs)
+    with torch.device(device or "cpu"):
+        return timm.create_model(
+            spec.arch, pretrained=False, dynamic_img_size=True, num_classes=0, **kwargs
+        )
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -116,136 +100,257 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _check_architecture(path: Path, sd: dict[str, torch.Tensor]) -> bool:
-    """Validate keys and shapes; return True for Meta's format, False for timm's."""
-    if "register_tokens" in sd or "mask_token" in sd:
-        meta = True
-    elif "reg_token" in sd:
-        meta = False
-    else:
+def guess_backbone(sd: dict[str, torch.Tensor]) -> Backbone | None:
+    """The table's backbone whose family, width, patch and depth fit a state_dict's keys and
+    shapes (those it has), when exactly one does."""
+    family = None
+    if any(k in sd for k in ("storage_tokens", "blocks.0.gamma_1", "blocks.0.attn.q_bias")):
+        family = "dinov3"
+    elif any(k in sd for k in ("register_tokens", "pos_embed")):
+        family = "dinov2"
+    cls = sd.get("cls_token")
+    width = int(cls.shape[-1]) if cls is not None and cls.dim() else None
+    proj = sd.get("patch_embed.proj.weight")
+    patch = int(proj.shape[-1]) if proj is not None and proj.dim() == 4 else None
+    blocks = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
+    depth = max(blocks) + 1 if blocks else None
+    fits = [
+        b
+        for b in BACKBONE_TABLE.values()
+        if (family is None or b.family == family)
+        and (width is None or b.width == width)
+        and (patch is None or b.patch == patch)
+        and (depth is None or b.depth == depth)
+    ]
+    return fits[0] if len(fits) == 1 else None
+
+
+def _hint(sd: dict[str, torch.Tensor], spec: Backbone) -> str:
+    other = guess_backbone(sd)
+    if other is None or other == spec:
+        return ""
+    return f"; the file looks like {other.title}: pass --backbone {other.name}"
+
+
+def _detect_format(path: Path, sd: dict[str, torch.Tensor], spec: Backbone) -> bool:
+    """True for Meta's key names, False for timm's; else one line naming the file."""
+    meta_keys = _META_KEYS[spec.family]
+    if any(k in sd for k in meta_keys):
+        return True
+    if "reg_token" in sd:
+        return False
+    raise bad_file(
+        path,
+        f"expected {spec.title} weights: found neither Meta key names "
+        f"({', '.join(meta_keys)}) nor timm's (reg_token){_hint(sd, spec)}",
+    )
+
+
+def _check_tensors(path: Path, sd: dict[str, torch.Tensor], spec: Backbone, meta: bool) -> None:
+    """The checks that read the file's own names: width, DINOv2's position table, dtypes."""
+    w = spec.width
+    cls = sd.get("cls_token")
+    if cls is not None and tuple(cls.shape) != (1, 1, w):
         raise bad_file(
             path,
-            "expected DINOv2 ViT-B/14 reg4 weights: found neither Meta key names "
-            "(register_tokens, mask_token) nor timm's (reg_token)",
+            f"expected {w}-d {spec.title} weights, found cls_token of shape "
+            f"{tuple(cls.shape)} (expected {(1, 1, w)}){_hint(sd, spec)}",
         )
-    fmt = "Meta" if meta else "timm"
-    expected = _expected_shapes(meta)
-    for key, shape in expected.items():
-        if key in sd and tuple(sd[key].shape) != shape:
-            raise bad_file(
-                path,
-                f"expected {EMBED_DIM}-d DINOv2 ViT-B/14 reg4 weights, found {key} of shape "
-                f"{tuple(sd[key].shape)} (expected {shape})",
-            )
-    if "pos_embed" in sd:
+    if spec.family == "dinov2" and "pos_embed" in sd:
         pe = tuple(sd["pos_embed"].shape)
         n = (pe[1] - 1 if meta else pe[1]) if len(pe) == 3 else -1
         side = int(round(n**0.5)) if n > 0 else 0
-        if len(pe) != 3 or pe[0] != 1 or pe[2] != EMBED_DIM or side < 1 or side * side != n:
+        if len(pe) != 3 or pe[0] != 1 or pe[2] != w or side < 1 or side * side != n:
             first = "1 + " if meta else ""
             raise bad_file(
                 path,
-                f"expected {EMBED_DIM}-d DINOv2 ViT-B/14 reg4 weights, found pos_embed of shape "
-                f"{pe} (expected (1, {first}M*M, {EMBED_DIM}))",
+                f"expected {w}-d {spec.title} weights, found pos_embed of shape "
+                f"{pe} (expected (1, {first}M*M, {w}))",
             )
-    missing = [k for k in [*expected, "pos_embed"] if k not in sd]
-    if missing:
-        more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
-        raise bad_file(
-            path,
-            f"expected DINOv2 ViT-B/14 reg4 weights ({fmt} format), missing keys: "
-            f"{', '.join(missing[:3])}{more}",
-        )
-    unexpected = [
-        k
-        for k in sd
-        if k not in expected
-        and k != "pos_embed"
-        and not (not meta and k.startswith(_IGNORED_TIMM_PREFIXES))
-    ]
-    if unexpected:
-        more = f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else ""
-        raise bad_file(
-            path,
-            f"expected DINOv2 ViT-B/14 reg4 weights ({fmt} format), unexpected keys: "
-            f"{', '.join(unexpected[:3])}{more}",
-        )
     for key, value in sd.items():
         if not value.is_floating_point():
             raise bad_file(path, f"{key} has dtype {value.dtype}, expected a floating dtype")
-    return meta
 
 
-def load_backbone(weights: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Build the timm ViT-B/14 reg4 and fill it from a local Meta- or timm-format file.
+def _listed(keys: list[str]) -> str:
+    more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
+    return f"{', '.join(keys[:3])}{more}"
+
+
+def convert_state_dict(
+    path: Path, sd: dict[str, torch.Tensor], spec: Backbone
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """A Meta- or timm-format state_dict -> the timm model's keys, checked against the model
+    built on the ``meta`` device (so any size, ViT-g included, costs no memory). Returns the
+    converted dict and whether the file was in Meta's format. Works on ``meta`` tensors too.
+    """
+    meta = _detect_format(path, sd, spec)
+    fmt = "Meta" if meta else "timm"
+    _check_tensors(path, sd, spec, meta)
+    model = _create_model(spec, device="meta")
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    sd = {k: v for k, v in sd.items() if meta or not k.startswith(_IGNORED_TIMM_PREFIXES)}
+    try:
+        # timm's filter converts Meta's names (registers, cls/pos split, DINOv3's layer scales
+        # and q/v biases) and resizes a square DINOv2 pos_embed of another grid to 37x37.
+        # It pops from its input.
+        out = _FILTERS[spec.family](dict(sd), model)
+    except Exception as exc:  # a malformed tensor the filter trips over: one line
+        detail = " ".join(str(exc).split())[:200]
+        raise bad_file(
+            path, f"cannot convert {fmt}-format {spec.title} weights ({detail}){_hint(sd, spec)}"
+        ) from exc
+    if spec.family == "dinov3" and not meta and not any(k.endswith("q_bias") for k in out):
+        # timm's DINOv3 variant without a qkv bias: the same function with zero biases
+        for k, shape in want.items():
+            if k.endswith(("attn.q_bias", "attn.v_bias")):
+                out[k] = torch.zeros(shape, device=next(iter(sd.values())).device)
+    missing = [k for k in want if k not in out]
+    unexpected = [k for k in out if k not in want]
+    if missing:
+        raise bad_file(
+            path,
+            f"expected {spec.title} weights ({fmt} format), missing keys: "
+            f"{_listed(missing)}{_hint(sd, spec)}",
+        )
+    if unexpected:
+        raise bad_file(
+            path,
+            f"expected {spec.title} weights ({fmt} format), unexpected keys: "
+            f"{_listed(unexpected)}{_hint(sd, spec)}",
+        )
+    for key, shape in want.items():
+        if tuple(out[key].shape) != shape:
+            raise bad_file(
+                path,
+                f"expected {spec.width}-d {spec.title} weights, found {key} of shape "
+                f"{tuple(out[key].shape)} (expected {shape}){_hint(sd, spec)}",
+            )
+    return out, meta
+
+
+def load_backbone(
+    weights: Path, device: str | torch.device = "cpu", backbone: Backbone = DEFAULT_BACKBONE
+) -> torch.nn.Module:
+    """Build `backbone`'s timm model and fill it from a local Meta- or timm-format file.
 
     The model is returned in eval mode with every parameter frozen (requires_grad False).
     Any problem with the file raises OmamaError naming the file.
     """
     path = Path(weights)
     sd = _read_state_dict(path)
-    meta = _check_architecture(path, sd)
-    model = _create_model()
-    sd = {k: v for k, v in sd.items() if not k.startswith(_IGNORED_TIMM_PREFIXES)}
-    # timm's filter converts Meta's names (registers, cls/pos split) and resizes pos_embed to
-    # the model's 37x37 grid if the file holds another square grid. It pops from its input.
-    converted = checkpoint_filter_fn(dict(sd), model)
+    converted, meta = convert_state_dict(path, sd, backbone)
+    model = _create_model(backbone)
     try:
         model.load_state_dict(converted, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise bad_file(
-            path, f"weights do not fit {ARCH}: {' '.join(s.strip() for s in first[:2])[:300]}"
+            path,
+            f"weights do not fit {backbone.arch}: {' '.join(s.strip() for s in first[:2])[:300]}",
         ) from exc
     model.eval()
     model.requires_grad_(False)
     model.to(device)
-    log.info("loaded %s weights (%s format) from %s", ARCH, "Meta" if meta else "timm", path)
+    log.info(
+        "loaded %s weights (%s format) from %s", backbone.arch, "Meta" if meta else "timm", path
+    )
     return model
 
 
-def _to_meta_state_dict(model: torch.nn.Module, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Meta key names and shapes for a timm model; the extra Meta tensors are drawn from gen."""
-
-    def randn(*shape: int, std: float) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen) * std
-
-    tsd = model.state_dict()
-    out: dict[str, torch.Tensor] = {
-        "cls_token": randn(1, 1, EMBED_DIM, std=0.02),
-        "pos_embed": randn(1, 1 + PRETRAIN_GRID * PRETRAIN_GRID, EMBED_DIM, std=0.02),
-        "register_tokens": randn(1, NUM_REG, EMBED_DIM, std=0.02),
-        "mask_token": randn(1, EMBED_DIM, std=0.02),
-    }
+def to_meta_format(
+    tsd: dict[str, torch.Tensor], spec: Backbone, fill: Fill
+) -> dict[str, torch.Tensor]:
+    """A timm state_dict in Meta's released key names and shapes (the inverse of timm's
+    filter). Tensors Meta's files have and timm's do not (DINOv2's class position, mask
+    tokens) come from `fill(shape, std)`; norms, biases and layer scales are redrawn through
+    `fill` too, so that a mix-up of any two tensors changes the output (timm's init leaves
+    them all 0/1/constant). Works on ``meta`` tensors (a key map check of ViT-g costs no
+    memory)."""
+    w = spec.width
+    out: dict[str, torch.Tensor] = {"cls_token": fill((1, 1, w), 0.02)}
+    if spec.family == "dinov2":
+        out["pos_embed"] = fill((1, 1 + PRETRAIN_GRID * PRETRAIN_GRID, w), 0.02)
+        out["register_tokens"] = fill((1, spec.registers, w), 0.02)
+        out["mask_token"] = fill((1, w), 0.02)
+    else:
+        out["storage_tokens"] = fill((1, spec.registers, w), 0.02)
+        out["mask_token"] = fill((1, w), 0.02)
+    q_bias: torch.Tensor | None = None
     for key, value in tsd.items():
         if key in ("cls_token", "reg_token", "pos_embed"):
             continue
         value = value.detach().clone().float()
-        # Give norms, biases and layer scales non-trivial values so that a mix-up of any
-        # two tensors changes the output (timm's init leaves them all 0/1/constant).
         if re.search(r"norm\d?\.weight$", key):
-            value = 1.0 + randn(*value.shape, std=0.1)
-        elif key.endswith(".bias"):
-            value = randn(*value.shape, std=0.02)
-        elif key.endswith(".gamma"):
-            value = 0.1 + 0.9 * torch.rand(*value.shape, generator=gen)
+            value = 1.0 + fill(tuple(value.shape), 0.1)
+        elif key.endswith(("bias", ".gamma", "gamma_1", "gamma_2")):
+            if key.endswith("bias"):
+                value = fill(tuple(value.shape), 0.02)
+            else:
+                value = 0.1 + 0.9 * fill(tuple(value.shape), -1.0)  # -1: uniform [0, 1)
+        if spec.family == "dinov2":
+            if spec.swiglu:
+                key = key.replace(".mlp.fc1.", ".mlp.w12.").replace(".mlp.fc2.", ".mlp.w3.")
+        else:
+            key = key.replace("gamma_1", "ls1.gamma").replace("gamma_2", "ls2.gamma")
+            if key.endswith("attn.q_bias"):
+                q_bias = value
+                continue
+            if key.endswith("attn.v_bias"):
+                assert q_bias is not None
+                stem = key[: -len("v_bias")]
+                # Meta keeps one qkv bias and masks its k third to zero
+                out[stem + "qkv.bias"] = torch.cat([q_bias, torch.zeros_like(value), value])
+                out[stem + "qkv.bias_mask"] = torch.cat(
+                    [torch.ones_like(value), torch.zeros_like(value), torch.ones_like(value)]
+                )
+                continue
         out[key] = value.contiguous()
+    if spec.family == "dinov3":
+        head_dim = 64  # every DINOv3 ViT: 64 channels per head
+        out["rope_embed.periods"] = 100.0 ** (
+            2 * torch.arange(head_dim // 4, device=out["cls_token"].device) / (head_dim // 2)
+        )
     return out
 
 
-def save_random_init(path: Path, seed: int) -> Path:
-    """Write a seeded random-init ViT-B/14 reg4 in Meta's released format (atomically).
+class Fill:
+    """Seeded draws for `to_meta_format`: normal with `std`, or uniform [0, 1) for std -1."""
 
-    Same keys and shapes as ``dinov2_vitb14_reg4_pretrain.pth`` (pos_embed for the 37x37 grid
-    plus the class position). Deterministic: the same seed gives the same tensors and bytes.
-    Lets tests and the demo run the real loading code without the real weights.
+    def __init__(self, seed: int | None, device: str = "cpu") -> None:
+        self.device = device
+        self.gen = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def __call__(self, shape: tuple[int, ...], std: float) -> torch.Tensor:
+        if self.device == "meta":
+            return torch.empty(shape, device="meta")
+        if std < 0:
+            return torch.rand(*shape, generator=self.gen)
+        return torch.randn(*shape, generator=self.gen) * std
+
+
+def save_random_init(
+    path: Path, seed: int, backbone: Backbone = DEFAULT_BACKBONE, fmt: str = "meta"
+) -> Path:
+    """Write a seeded random-init `backbone` in Meta's released format or timm's (atomically).
+
+    Meta's: the same keys and shapes as Meta's file (DINOv2: ``dinov2_vitb14_reg4_pretrain.pth``
+    with pos_embed for the 37x37 grid plus the class position). timm's: that dict converted
+    by timm's filter, so both formats of one seed hold the same network. Deterministic: the
+    same seed gives the same tensors and bytes. Lets tests and the demo run the real loading
+    code without the real weights.
     """
+    if fmt not in FORMATS:
+        raise OmamaError(f"weights format {fmt!r}: expected one of {', '.join(FORMATS)}")
     path = Path(path)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _create_model(init_values=1.0)
-    gen = torch.Generator().manual_seed(seed)
-    write_torch(_to_meta_state_dict(model, gen), path)
+        model = _create_model(backbone, init_values=1.0)
+    sd = to_meta_format(model.state_dict(), backbone, Fill(seed))
+    if fmt == "timm":
+        sd, _ = convert_state_dict(path, sd, backbone)
+        sd = {k: v.contiguous() for k, v in sd.items()}
+    write_torch(sd, path)
     return path
 
 
@@ -268,22 +373,24 @@ def patch_tokens(
 ) -> torch.Tensor:
     """Normalised patch tokens of uint8 RGB images.
 
-    images: uint8 [B, H, W, 3], RGB, H and W multiples of 14. Returns float32
-    [B, (H/14)*(W/14), 768]: the tokens after the final LayerNorm without CLS and registers,
-    row-major over the patch grid. ImageNet mean/std normalisation happens here, on the model's
-    device. fp16=None means FP16 autocast on CUDA and fp32 elsewhere; True/False forces it.
+    images: uint8 [B, H, W, 3], RGB, H and W multiples of the model's patch P (14 for DINOv2,
+    16 for DINOv3). Returns float32 [B, (H/P)*(W/P), width]: the tokens after the final
+    LayerNorm without CLS and registers, row-major over the patch grid. ImageNet mean/std
+    normalisation happens here, on the model's device. fp16=None means FP16 autocast on CUDA
+    and fp32 elsewhere; True/False forces it.
     """
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
         raise ValueError("images must be a uint8 torch.Tensor [B, H, W, 3]")
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be [B, H, W, 3], got {tuple(images.shape)}")
     h, w = int(images.shape[1]), int(images.shape[2])
-    if h % PATCH or w % PATCH or h == 0 or w == 0:
-        raise ValueError(f"image size {h}x{w} is not a positive multiple of {PATCH}")
+    patch = int(model.patch_embed.patch_size[0])
+    if h % patch or w % patch or h == 0 or w == 0:
+        raise ValueError(f"image size {h}x{w} is not a positive multiple of {patch}")
     device = _model_device(model)
     if fp16 is None:
         fp16 = device.type == "cuda"
-    n_prefix = int(getattr(model, "num_prefix_tokens", 1 + NUM_REG))
+    n_prefix = int(model.num_prefix_tokens)  # CLS and registers
     with torch.inference_mode():
         x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)

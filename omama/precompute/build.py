@@ -23,12 +23,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from omama import rle
+from omama.backbones import backbone_info
 from omama.cache.manifest import Manifest
 from omama.cache.quant import StoredTokens, store_tokens
 from omama.cache.reader import Cache
 from omama.cache.records import CandidateRecord, ImageRecord
 from omama.cache.writer import ShardWriter
-from omama.constants import PATCH
 from omama.dataset.candidates import load_candidates
 from omama.dataset.images import crop_size, preprocess_image, read_image, resize_mask
 from omama.dataset.layout import Annotations, default_masks_dir, image_path
@@ -52,8 +52,11 @@ class Built:
 class PrepareDataset(Dataset):
     """CPU side of one image, run in DataLoader workers to overlap with the backbone."""
 
-    def __init__(self, jobs: list[Job], root: Path, masks_dir: Path, ann: Annotations) -> None:
+    def __init__(
+        self, jobs: list[Job], root: Path, masks_dir: Path, ann: Annotations, patch: int
+    ) -> None:
         self.jobs, self.root, self.masks_dir, self.ann = jobs, root, masks_dir, ann
+        self.patch = patch  # the backbone's: each crop side a multiple of it
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -69,10 +72,11 @@ class PrepareDataset(Dataset):
         path = image_path(self.root, job.take, job.cam, job.frame)
         raw = read_image(path)
         orig_hw = (int(raw.shape[0]), int(raw.shape[1]))
-        image = preprocess_image(raw)
+        image = preprocess_image(raw, self.patch)
         hw = (int(image.shape[0]), int(image.shape[1]))
-        if hw != crop_size(*orig_hw):
-            raise OmamaError(f"{path}: preprocessing gave {hw}, expected {crop_size(*orig_hw)}")
+        want = crop_size(*orig_hw, self.patch)
+        if hw != want:
+            raise OmamaError(f"{path}: preprocessing gave {hw}, expected {want}")
         out: dict = {"job": job, "image": image, "orig_hw": orig_hw, "hw": hw}
         obj_rle, obj_masks = [], []
         for obj in job.objects:
@@ -130,7 +134,7 @@ class TokenSource:
 
 
 def image_record(
-    item: dict, stored: StoredTokens, dense: torch.Tensor, obj_boxes: np.ndarray
+    item: dict, stored: StoredTokens, dense: torch.Tensor, obj_boxes: np.ndarray, patch: int
 ) -> ImageRecord:
     """The image record of a prepared item: stored tokens, crop, object descriptors."""
     h, w = item["hw"]
@@ -143,7 +147,7 @@ def image_record(
         tokens=stored.tokens,
         token_scale=stored.token_scale,
         image=item["image"],
-        grid=(h // PATCH, w // PATCH),
+        grid=(h // patch, w // patch),
         orig_hw=item["orig_hw"],
         obj_names=list(item["job"].objects),
         obj_desc=obj_desc.cpu().numpy(),
@@ -183,7 +187,9 @@ def build(
     """Compute `jobs` into shards `{prefix}-NNNNN.h5`, listing each in `work` and `save`."""
     cache, root = Path(cfg.cache), Path(cfg.root)
     masks_dir = cfg.masks_dir or default_masks_dir(root, cfg.split, cfg.direction)
-    model = backbone.load_backbone(weights, device) if any(j.need_image for j in jobs) else None
+    spec = backbone_info(cfg.backbone)
+    need_model = any(j.need_image for j in jobs)
+    model = backbone.load_backbone(weights, device, spec) if need_model else None
     reader = Cache(cache, work)  # tokens already cached, as this run lists them
     tokens = TokenSource(model, device, cfg.features, reader.tokens)
     built = Built()
@@ -196,9 +202,9 @@ def build(
             work.candidates.setdefault(direction, {})[key] = name
         save(work)
 
-    writer = ShardWriter(cache, prefix, publish, max_records=cfg.shard_records)
+    writer = ShardWriter(cache, prefix, publish, max_records=cfg.shard_records, backbone=spec)
     loader = DataLoader(
-        PrepareDataset(jobs, root=root, masks_dir=masks_dir, ann=ann),
+        PrepareDataset(jobs, root=root, masks_dir=masks_dir, ann=ann, patch=spec.patch),
         batch_size=None,
         collate_fn=_as_is,
         num_workers=cfg.workers,
@@ -212,11 +218,12 @@ def build(
         for item, (stored, toks) in zip(items, tokens(items), strict=True):
             # descriptors always come from the tokens as stored, so a candidate set added by
             # a later run matches one computed together with the image
-            dense = descriptors.dense_map(toks, (hw[0] // PATCH, hw[1] // PATCH))
+            grid = (hw[0] // spec.patch, hw[1] // spec.patch)
+            dense = descriptors.dense_map(toks, grid, spec.patch)
             obj_boxes = descriptors.tight_boxes(torch.from_numpy(item["obj_masks"]))
             job = item["job"]
             if stored is not None:
-                writer.add_image(job.key, image_record(item, stored, dense, obj_boxes))
+                writer.add_image(job.key, image_record(item, stored, dense, obj_boxes, spec.patch))
                 built.images += 1
             if job.need_cands:
                 writer.add_candidates(

@@ -1,4 +1,5 @@
-"""Per-mask 1536-d descriptors (mask part + context part) from a dense DINOv2 map.
+"""Per-mask 2C-d descriptors (mask part + context part; 1536-d for ViT-B) from a dense
+backbone map.
 
 Pure tensor functions, CPU or CUDA, with the exact semantics of the O-MaMa reference but no
 per-mask Python loop: the mask part is one matmul of the flattened (nearest-resized) masks with
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from omama.constants import PATCH
+from omama.backbones import DEFAULT_BACKBONE
 from omama.masks import tight_boxes as np_tight_boxes
 
 REDUCTION = 4  # the dense map is a quarter of the cropped image size
@@ -20,8 +21,11 @@ _MASK_CHUNK = 64  # masks resized and reduced per step (bounds memory for N=200 
 _SAT_CHANNEL_CHUNK = 128  # channels per float64 summed-area table
 
 
-def dense_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """[T, C] patch tokens (row-major over grid) -> float32 [C, gh*14//4, gw*14//4].
+def dense_map(
+    tokens: torch.Tensor, grid: tuple[int, int], patch: int = DEFAULT_BACKBONE.patch
+) -> torch.Tensor:
+    """[T, C] patch tokens (row-major over grid) -> float32 [C, gh*P//4, gw*P//4] for the
+    backbone's patch P (the crop size over 4).
 
     Bilinear, align_corners=False, like the reference (50x50 -> 175x175, 38x68 -> 133x238).
     """
@@ -30,7 +34,7 @@ def dense_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         raise ValueError(f"tokens {tuple(tokens.shape)} do not fit a {gh}x{gw} grid")
     c = tokens.shape[1]
     fmap = tokens.float().reshape(gh, gw, c).permute(2, 0, 1).unsqueeze(0)
-    size = (gh * PATCH // REDUCTION, gw * PATCH // REDUCTION)
+    size = (gh * patch // REDUCTION, gw * patch // REDUCTION)
     out = F.interpolate(fmap, size=size, mode="bilinear", align_corners=False)
     return out.squeeze(0).contiguous()
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from omama.backbones import DEFAULT_BACKBONE, Backbone, backbone_info
 from omama.cache import schema
 from omama.cache.manifest import load_manifest
 from omama.config import require
-from omama.constants import PATCH
 from omama.dataset.candidates import candidate_paths
 from omama.dataset.images import crop_size
 from omama.dataset.layout import Annotations, default_masks_dir, image_path
@@ -56,6 +56,7 @@ class CachePlan:
     new_bytes: int = 0  # what is not in the cache yet
     missing: list[str] = field(default_factory=list)
     parts: list[tuple[int, int, int]] = field(default_factory=list)  # (images, dest, candidates)
+    backbone: str = ""  # named in the first line when not the default
 
     @property
     def total_bytes(self) -> int:
@@ -104,32 +105,36 @@ def estimate_cache(
     pairs: int,
     features: str = "fp16",
     parts: int = 1,
+    backbone: Backbone = DEFAULT_BACKBONE,
 ) -> CachePlan:
-    """Count images, candidates and bytes of the split's records from file headers."""
+    """Count images, candidates and bytes of the split's records from file headers, for the
+    crop and widths of `backbone`."""
     masks_dir = masks_dir or default_masks_dir(root, split, direction)
     manifest = load_manifest(cache) if cache is not None and Path(cache).exists() else None
     have_img = manifest.images if manifest else {}
     have_cand = manifest.candidates.get(direction, {}) if manifest else {}
     plan = CachePlan(direction, split, pairs=pairs)
+    plan.backbone = "" if backbone == DEFAULT_BACKBONE else f"backbone {backbone.name}"
     plan.images, plan.dest_images = len(images.where), len(images.dest)
     total = dict.fromkeys(KINDS, 0)
     n_cands: dict[str, int] = {}
     for key, (take, cam, frame) in images.where.items():
         try:
-            hw = crop_size(*jpeg_size(image_path(root, take, cam, frame)))
+            hw = crop_size(*jpeg_size(image_path(root, take, cam, frame)), backbone.patch)
         except Exception as exc:  # any unreadable header: report it, keep planning
             plan.missing.append(f"{image_path(root, take, cam, frame)} ({type(exc).__name__})")
             continue
         objs = ann.objects_at(take, cam, frame)
         plan.objects += len(objs)
-        grid = (hw[0] // PATCH, hw[1] // PATCH)
+        grid = (hw[0] // backbone.patch, hw[1] // backbone.patch)
         rec = array_bytes(
-            schema.image_fields(quantized=features == "int8"), schema.image_sizes(grid, len(objs))
+            schema.image_fields(quantized=features == "int8"),
+            schema.image_sizes(grid, len(objs), backbone),
         )
         rec["rle"] += sum(len(json.dumps(ann.rle(take, o, cam, frame))) + len(o) for o in objs)
         records = [(rec, key in have_img)]
         if key in images.dest:
-            cand = _candidate_bytes(masks_dir, take, cam, frame, hw, len(objs), plan)
+            cand = _candidate_bytes(masks_dir, take, cam, frame, hw, len(objs), plan, backbone)
             if cand is not None:
                 n_cands[key] = cand.pop("n")
                 records.append((cand, key in have_cand))
@@ -150,7 +155,14 @@ def estimate_cache(
 
 
 def _candidate_bytes(
-    masks_dir: Path, take: str, cam: str, frame: str, hw: tuple[int, int], k: int, plan
+    masks_dir: Path,
+    take: str,
+    cam: str,
+    frame: str,
+    hw: tuple[int, int],
+    k: int,
+    plan: CachePlan,
+    backbone: Backbone,
 ) -> dict | None:
     masks_path, boxes_path = candidate_paths(masks_dir, take, cam, frame)
     try:
@@ -161,7 +173,7 @@ def _candidate_bytes(
         return None
     scale = hw[1] / mask_hw[1] if mask_hw else 1.0
     widths = np.clip(boxes[:, 2] * scale, 0, hw[1]) if len(boxes) else np.zeros(n)
-    rec = array_bytes(schema.CAND_FIELDS, schema.cand_sizes(n, k))
+    rec = array_bytes(schema.CAND_FIELDS, schema.cand_sizes(n, k, backbone))
     rec["rle"] += int(np.sum(RLE_PER_COLUMN * np.ceil(widths) + RLE_FIXED))
     return {"n": n, **rec}
 
@@ -180,7 +192,7 @@ def format_plan(plan: CachePlan, pairs_in_file: int | None = None) -> str:
         f" (of {pairs_in_file} in the file)" if pairs_in_file not in (None, plan.pairs) else ""
     )
     lines = [
-        f"{plan.direction} {plan.split}: {pairs}",
+        f"{plan.direction} {plan.split}: {pairs}" + (f", {plan.backbone}" if plan.backbone else ""),
         f"  unique images      {plan.images} ({plan.dest_images} destination images, "
         f"{plan.objects} annotated object masks)",
         f"  candidate masks    {plan.candidates}",
@@ -217,5 +229,6 @@ def dry_run(cfg: PrecomputeConfig) -> str:
         len(chosen.pairs),
         cfg.features,
         cfg.parts,
+        backbone_info(cfg.backbone),
     )
     return format_plan(plan, chosen.subset["pairs_in_file"] if chosen.subset else None)

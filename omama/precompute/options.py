@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omama.backbones import BACKBONES, DEFAULT_BACKBONE, Backbone
 from omama.cache.quant import FEATURES
 from omama.config import default_device, default_workers, opt
-from omama.constants import DIRECTIONS, PATCH, SPLITS
+from omama.constants import DIRECTIONS, SPLITS
 
 
 @dataclass
@@ -23,7 +24,12 @@ class PrecomputeConfig:
         "train_{set}_20percent_pairs.json / custom_val_{set}_pairs_10.json)",
     )
     masks_dir: Path | None = opt(None, "candidate masks (default ROOT/Masks_{SPLIT}_{DIRECTION})")
-    weights: Path | None = opt(None, "DINOv2 ViT-B/14 reg4 weights file (Meta .pth or timm)")
+    weights: Path | None = opt(None, "the backbone's weights file (Meta's .pth or timm's)")
+    backbone: str = opt(
+        DEFAULT_BACKBONE.name,
+        "DINOv2 with 4 registers (ViT-S/B/L/g 14) or DINOv3 (ViT-S/B/L 16); see README Backbones",
+        BACKBONES,
+    )
     random_init: bool = opt(False, "use a seeded random-init backbone instead of --weights")
     seed: int = opt(0, "seed of the --pairs-fraction subset and of the random-init backbone")
     device: str = opt(default_device(), "cpu or cuda", ("cpu", "cuda"))
@@ -66,12 +72,14 @@ class PrecomputeReport:
     merged: bool = False  # a run in parts: this process merged them into manifest.json
 
 
-def cache_settings(weights_sha: str, features: str = "fp16") -> dict:
+def cache_settings(
+    weights_sha: str, features: str = "fp16", backbone: Backbone = DEFAULT_BACKBONE
+) -> dict:
     """Everything that changes cached bytes; a cache built otherwise is refused."""
     return {
-        "backbone": "vit_base_patch14_reg4_dinov2",
+        "backbone": backbone.arch,
         "weights_sha256": weights_sha,
-        "patch": PATCH,
+        "patch": backbone.patch,
         "portrait_policy": "stretch-to-landscape",
         "features": "float16" if features == "fp16" else "int8+float16-scale-per-token",
         "descriptor": "mask-mean+context100-mean@1/4",

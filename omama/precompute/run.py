@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from omama import dist
+from omama.backbones import DEFAULT_BACKBONE, backbone_info
 from omama.cache.manifest import Manifest, cache_lock, save_manifest, save_samples
 from omama.cache.paths import bad_report_path, parts_dir, random_init_weights_path
 from omama.config import require
@@ -130,13 +131,15 @@ def resolve_weights(cfg: PrecomputeConfig, cache: Path) -> Path:
         raise OmamaError("give exactly one of --weights FILE or --random-init")
     if cfg.weights is not None:
         return cfg.weights
-    path = random_init_weights_path(cache, cfg.seed)
+    spec = backbone_info(cfg.backbone)
+    path = random_init_weights_path(cache, cfg.seed, "" if spec == DEFAULT_BACKBONE else spec.name)
     if not path.exists():
         log.warning(
-            "RANDOM-INIT backbone (seed %d): features are not DINOv2's; for tests and demos only",
+            "RANDOM-INIT %s (seed %d): features are not pretrained; for tests and demos only",
+            spec.title,
             cfg.seed,
         )
-        backbone.save_random_init(path, cfg.seed)
+        backbone.save_random_init(path, cfg.seed, spec)
     return path
 
 
@@ -147,7 +150,9 @@ def run_part(split: Split, part: Part, device: torch.device, report: PrecomputeR
     listing = split_listing(split.cache, cfg.direction, cfg.split, part, split.digest)
     with listing.lock():
         weights = resolve_weights(cfg, split.cache)
-        settings = cache_settings(backbone.weights_fingerprint(weights), cfg.features)
+        settings = cache_settings(
+            backbone.weights_fingerprint(weights), cfg.features, backbone_info(cfg.backbone)
+        )
         work = listing.open(settings)
         jobs = plan_jobs(images, mine, split.ann, work, cfg.direction)
         report.images_reused = len(mine) - len(jobs)

@@ -142,7 +142,8 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
             random_scores(cache, cfg.direction, samples, cfg.seed) if dist.is_main(env) else None
         )
     else:
-        model = build_matcher(*cache.role_grids(samples), cfg.checkpoint).to(device)
+        grids = cache.role_grids(samples)
+        model = build_matcher(*grids, cfg.checkpoint, cache.manifest.backbone).to(device)
         trace = cfg.out.with_name(cfg.out.stem + "_profile_trace.json")
         batches = math.ceil(len(samples) / cfg.batch_size)
         prof = StepProfiler(cfg.profile if dist.is_main(env) else 0, trace, device, batches)

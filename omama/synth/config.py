@@ -11,8 +11,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from omama.backbones import DEFAULT_BACKBONE
 from omama.config import opt
-from omama.constants import PATCH, SPLITS
+from omama.constants import SPLITS
 from omama.errors import OmamaError
 from omama.synth.world import MAX_OBJECTS
 
@@ -155,8 +156,8 @@ class SynthConfig:
         if self.ego_scale < 1 or self.exo_scale < 1:
             problems.append("annotation scales must be at least 1")
         for name, hw in (("ego", self.resolved_ego_hw()), ("exo", self.resolved_exo_hw())):
-            if min(hw) < 2 * PATCH:
-                problems.append(f"{name} image {hw[0]}x{hw[1]} is smaller than {2 * PATCH} pixels")
+            if min(hw) < 2 * (patch := DEFAULT_BACKBONE.patch):
+                problems.append(f"{name} image {hw[0]}x{hw[1]} is smaller than {2 * patch} pixels")
         lo, hi = self.resolved_n_candidates()
         if not 1 <= lo <= hi:
             problems.append(f"candidate range {lo}-{hi} is empty")

@@ -96,7 +96,8 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
     if cfg.val_split != "none":
         val = cache.samples(cfg.direction, cfg.val_split)
         val = val[: cfg.val_limit] if cfg.val_limit else val
-    model = build_matcher(*cache.role_grids(data.samples), cfg.init).to(device)
+    grids = cache.role_grids(data.samples)
+    model = build_matcher(*grids, cfg.init, cache.manifest.backbone).to(device)
     local_bs = ddp.local_batch_size(cfg.batch_size, env)
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs

@@ -8,7 +8,7 @@ import torch
 from oracles import loop_descriptors
 
 from bench.common import Ctx, Row, fmt_ms, interleaved
-from omama.constants import PATCH, TOKEN_DIM
+from omama.backbones import DEFAULT_BACKBONE
 from omama.precompute.descriptors import dense_map, mask_descriptors, tight_boxes
 
 TARGET = 20.0  # times faster than the loop, on a CPU
@@ -36,9 +36,11 @@ def random_candidates(
 def run(ctx: Ctx) -> list[Row]:
     p, dev = ctx.plan, ctx.device
     grid = (16, 16) if p.small else (50, 50)
-    h, w = grid[0] * PATCH, grid[1] * PATCH
+    h, w = grid[0] * DEFAULT_BACKBONE.patch, grid[1] * DEFAULT_BACKBONE.patch
     gen = np.random.default_rng(1)
-    tokens = torch.from_numpy(gen.standard_normal((grid[0] * grid[1], TOKEN_DIM), dtype=np.float32))
+    tokens = torch.from_numpy(
+        gen.standard_normal((grid[0] * grid[1], DEFAULT_BACKBONE.width), dtype=np.float32)
+    )
     dense = dense_map(tokens.to(dev), grid)
     masks, boxes = random_candidates(gen, p.desc_cands, h, w)
     masks, boxes = masks.to(dev), boxes.to(dev)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 
 from bench.common import TRAIN, Ctx, Row, fmt_ms, interleaved, rel_err
-from omama.constants import DESC_DIM, TOKEN_DIM
+from omama.backbones import DEFAULT_BACKBONE
 from omama.matcher.attention import choose_order
 from omama.matcher.model import OMaMaMatcher, matching_loss
 
@@ -27,10 +27,10 @@ def matcher_inputs(
     for `b` samples of `n` candidates; tokens in fp16, as the cache stores them."""
     (dh, dw), (sh, sw) = grids
     return (
-        torch.randn(b, DESC_DIM, generator=gen).to(dev),
-        torch.randn(b, n, DESC_DIM, generator=gen).to(dev),
-        torch.randn(b, sh * sw, TOKEN_DIM, generator=gen).half().to(dev),
-        torch.randn(b, dh * dw, TOKEN_DIM, generator=gen).half().to(dev),
+        torch.randn(b, DEFAULT_BACKBONE.desc_dim, generator=gen).to(dev),
+        torch.randn(b, n, DEFAULT_BACKBONE.desc_dim, generator=gen).to(dev),
+        torch.randn(b, sh * sw, DEFAULT_BACKBONE.width, generator=gen).half().to(dev),
+        torch.randn(b, dh * dw, DEFAULT_BACKBONE.width, generator=gen).half().to(dev),
     )
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from bench.common import DIRECTION, TRAIN_SPLIT, Ctx, Row
+from omama.backbones import DEFAULT_BACKBONE
 from omama.cache.manifest import load_samples
 from omama.cache.reader import Cache
-from omama.constants import PATCH
 from omama.precompute import backbone
 from omama.precompute.options import PrecomputeConfig
 
@@ -44,7 +44,7 @@ def run(ctx: Ctx) -> list[Row]:
     if dev.type == "cuda":
         backbone.patch_tokens(model, batches[0])
     else:  # a small forward: first-call costs without paying a full 700x700 forward
-        side = 16 * PATCH
+        side = 16 * DEFAULT_BACKBONE.patch
         backbone.patch_tokens(model, torch.zeros(1, side, side, 3, dtype=torch.uint8))
     ctx.sync()
     t0, c0 = time.perf_counter(), time.process_time()

@@ -9,6 +9,7 @@ Rows (issue "Speed to the floor"), one module each:
   5  precompute images/s (decode .. HDF5 writes) vs the backbone forward alone
   6  evaluation pairs/s end to end, and per-pair latency
   7  memory: peak of training at batch 24 with the default workers; cache bytes per image
+  8  precompute per backbone: images/s and cache bytes per image, ViT-S vs ViT-B (+ L on GPU)
 
 Writes the table to BENCHMARKS.md, keeping its hand-written analysis block, and every raw
 number to bench_out/bench.json.
@@ -33,6 +34,7 @@ import torch
 
 from bench import (
     ROOT,
+    row_backbones,
     row_descriptors,
     row_eval,
     row_matcher,
@@ -55,9 +57,11 @@ ROWS = {
     5: row_precompute.run,
     6: row_eval.run,
     7: row_memory.run,
+    8: row_backbones.run,
 }
 ALL_ROWS = tuple(ROWS)
 NEED_CACHE = {3, 4, 5, 6, 7}
+NEED_DATA = NEED_CACHE | {8}
 MARKER = "<!-- analysis: written by hand, kept when bench.py rewrites this file -->"
 END_MARKER = "<!-- /analysis -->"
 
@@ -132,8 +136,9 @@ def run_rows(ctx: Ctx, wanted: list[int], quiet_wait: float) -> list[Row]:
     rows: list[Row] = []
     quiet_budget = [quiet_wait]
     build_others = None
-    if set(wanted) & NEED_CACHE:
+    if set(wanted) & NEED_DATA:
         ensure_data(ctx)
+    if set(wanted) & NEED_CACHE:
         wait_until_quiet(quiet_budget)
         build_load = OtherLoad()
         ctx.build = ensure_cache(ctx, fresh=5 in wanted)
