@@ -21,6 +21,7 @@ named where they happen:
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import asdict, dataclass
@@ -28,10 +29,11 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from omama import masks, rle
+from omama import masks, rle_runs
 from omama.constants import OFFICIAL_MAX_SIDE, direction_info
 from omama.errors import OmamaError
 from omama.metrics.validate import eval_size, pair_key, schema_problems, split_cams
+from omama.parallel import ordered_map
 
 CONF_THRESHOLD = 0.5
 BOUND_TH = 0.008
@@ -92,11 +94,18 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
     return bmap
 
 
+@functools.lru_cache(maxsize=16)
 def _disk(radius: float) -> np.ndarray:
     """Structuring element: offsets (dy, dx) on the grid -r..r with dx^2 + dy^2 <= r^2."""
     offsets = np.arange(-radius, radius + 1)
     dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
     return (dx * dx + dy * dy <= radius * radius).astype(np.uint8)
+
+
+def boundary_radius(h: int, w: int, bound_th: float = BOUND_TH) -> float:
+    """Dilation radius of the contour accuracy: ``bound_th`` pixels when >= 1, else
+    ``ceil(bound_th * diagonal)`` of the h x w image."""
+    return bound_th if bound_th >= 1 else math.ceil(bound_th * math.sqrt(h * h + w * w))
 
 
 def boundary_f_measure(pred: np.ndarray, gt: np.ndarray, bound_th: float = BOUND_TH) -> float:
@@ -107,7 +116,12 @@ def boundary_f_measure(pred: np.ndarray, gt: np.ndarray, bound_th: float = BOUND
     """
     _check_same_shape(pred, gt)
     h, w = np.asarray(pred).shape[:2]
-    radius = bound_th if bound_th >= 1 else math.ceil(bound_th * math.sqrt(h * h + w * w))
+    return boundary_f_at_radius(pred, gt, boundary_radius(h, w, bound_th))
+
+
+def boundary_f_at_radius(pred: np.ndarray, gt: np.ndarray, radius: float) -> float:
+    """`boundary_f_measure` with the dilation radius given (that of the whole image when
+    `pred` and `gt` are a window of it that holds every boundary pixel of both)."""
     pred_b = boundary_map(pred)
     gt_b = boundary_map(gt)
     n_pred = int(np.count_nonzero(pred_b))
@@ -135,19 +149,29 @@ def bbox_centre(mask: np.ndarray) -> tuple[int, int]:
     m = np.asarray(mask).astype(bool)
     rows = np.flatnonzero(m.any(axis=1))
     if rows.size == 0:
-        h, w = m.shape
-        return h // 2, w // 2
+        return box_centre(None, *m.shape)
     cols = np.flatnonzero(m.any(axis=0))
-    return (int(cols[0]) + int(cols[-1])) // 2, (int(rows[0]) + int(rows[-1])) // 2
+    return box_centre((int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])), *m.shape)
+
+
+def box_centre(box: tuple[int, int, int, int] | None, h: int, w: int) -> tuple[int, int]:
+    """`bbox_centre` from the box (y_min, y_max, x_min, x_max) of an h x w mask, None: empty."""
+    if box is None:
+        return h // 2, w // 2
+    y0, y1, x0, x1 = box
+    return (x0 + x1) // 2, (y0 + y1) // 2
+
+
+def centre_distance(p: tuple[int, int], g: tuple[int, int]) -> float:
+    """The location error of two bbox centres: distance over sqrt(480^2 + 480^2)."""
+    dx, dy = g[0] - p[0], g[1] - p[1]
+    return float(math.sqrt(dx * dx + dy * dy) / LOCATION_NORM)
 
 
 def location_error(pred: np.ndarray, gt: np.ndarray) -> float:
     """Distance of the bbox centres of pred and gt over sqrt(480^2 + 480^2); lower is better."""
     _check_same_shape(pred, gt)
-    px, py = bbox_centre(pred)
-    gx, gy = bbox_centre(gt)
-    dx, dy = gx - px, gy - py
-    return float(math.sqrt(dx * dx + dy * dy) / LOCATION_NORM)
+    return centre_distance(bbox_centre(pred), bbox_centre(gt))
 
 
 def balanced_accuracy(pred_visible, gt_visible) -> float:
@@ -175,6 +199,64 @@ def balanced_accuracy(pred_visible, gt_visible) -> float:
 
 
 # --------------------------------------------------------------------------------------------
+# The same per-sample metrics from RLEs (what `evaluate` runs)
+
+
+def run_scores(pred_rle: dict, gt_rle: dict, where: str) -> tuple[float, float, float]:
+    """(IoU, contour accuracy, location error) of one visible sample from its RLEs: the
+    prediction at the official size, the GT at its own size. Equal to `mask_iou`,
+    `boundary_f_measure` and `location_error` on the decoded prediction and
+    `resize_for_eval` of the decoded GT, without ever building a full-size mask:
+
+    - the GT is nearest-resized as runs (`omama.rle_runs.resize_intervals`, cv2's sampling);
+    - the centres come from the bounding boxes of the runs;
+    - IoU and contour accuracy are computed on the window of the union of both boxes grown
+      by one pixel (clipped to the image): every boundary pixel of either mask lies inside
+      it (a boundary pixel is in a mask or just above or left of one), a pixel of the
+      window's last row or column that is not the image's is background with background
+      neighbours as in the whole image, and the dilation radius is the whole image's.
+    """
+    ph, pw, pruns = rle_runs.runs_of(pred_rle, f"predictions: {where}")
+    gh, gw, gruns = rle_runs.runs_of(gt_rle, f"GT: {where}")
+    h, w = eval_size(gh, gw)
+    if (ph, pw) != (h, w):
+        raise OmamaError(
+            f"predictions: {where}: mask is {(ph, pw)}, the official evaluator needs {(h, w)} "
+            f"(GT resized to longest side {OFFICIAL_MAX_SIDE})"
+        )
+    ps, pe = rle_runs.intervals(pruns)
+    gs, ge = rle_runs.resize_intervals(*rle_runs.intervals(gruns), gh, gw, h, w)
+    pbox, gbox = rle_runs.bbox(ps, pe, h), rle_runs.bbox(gs, ge, h)
+    location = centre_distance(box_centre(pbox, h, w), box_centre(gbox, h, w))
+    boxes = [b for b in (pbox, gbox) if b is not None]
+    if not boxes:  # both empty: an empty union and no boundary
+        return 1.0, 1.0, location
+    window = (
+        max(min(b[0] for b in boxes) - 1, 0),
+        min(max(b[1] for b in boxes) + 2, h),
+        max(min(b[2] for b in boxes) - 1, 0),
+        min(max(b[3] for b in boxes) + 2, w),
+    )
+    pred = rle_runs.paint(ps, pe, h, window)
+    gt = rle_runs.paint(gs, ge, h, window)
+    iou = masks.mask_iou(pred, gt, eps=IOU_EPS)
+    shape = boundary_f_at_radius(pred, gt, boundary_radius(h, w))
+    return iou, shape, location
+
+
+def _scores_chunk(_context: None, items: list[tuple[dict, dict | None, str]]) -> list:
+    """`run_scores` of each visible item; an invisible one's prediction is only checked."""
+    out = []
+    for pred_rle, gt_rle, where in items:
+        if gt_rle is None:
+            rle_runs.runs_of(pred_rle, f"predictions: {where}")
+            out.append(None)
+        else:
+            out.append(run_scores(pred_rle, gt_rle, where))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # Whole-file evaluation
 
 
@@ -199,7 +281,9 @@ def _confidence(value, where: str) -> float:
     raise OmamaError(f"{where}: confidence must be a number, got {type(value).__name__}")
 
 
-def evaluate(pred_json: dict, gt_json: dict, direction: str, strict: bool = True) -> Metrics:
+def evaluate(
+    pred_json: dict, gt_json: dict, direction: str, strict: bool = True, workers: int = 0
+) -> Metrics:
     """The official evaluator's numbers for `direction` ("exo2ego" or "ego2exo").
 
     Samples, in the tool's order: each take, each object that has exactly one ego camera
@@ -218,9 +302,7 @@ def evaluate(pred_json: dict, gt_json: dict, direction: str, strict: bool = True
         raise OmamaError(f"predictions: {problems[0]} ({n} problem{'s' if n > 1 else ''} in all)")
     info = direction_info(direction)
     results, src_is_ego = pred_json[info.challenge_key]["results"], info.source_is_ego
-    ious: list[float] = []
-    shapes: list[float] = []
-    locations: list[float] = []
+    scored: list[tuple[dict, dict | None, str]] = []
     gt_vis: list[int] = []
     pred_vis: list[int] = []
     for take, gt_take in gt_json["annotations"].items():
@@ -241,6 +323,7 @@ def evaluate(pred_json: dict, gt_json: dict, direction: str, strict: bool = True
                     raise OmamaError(
                         f"GT: take {take} object {obj!r} has no annotated_frames for {dst_cam}"
                     ) from None
+                annotated = set(annotated)
                 dst_masks = cams[dst_cam]
                 pred_pair = pred_masks[obj].get(pair, {})
                 for frame in cams[src_cam]:
@@ -250,26 +333,21 @@ def evaluate(pred_json: dict, gt_json: dict, direction: str, strict: bool = True
                     if frame not in pred_pair:
                         raise OmamaError(f"predictions: {where} missing")
                     entry = pred_pair[frame]
-                    pred_mask = rle.decode(entry["pred_mask"], f"predictions: {where}")
                     conf = _confidence(entry["confidence"], f"predictions: {where}")
                     visible = frame in dst_masks
-                    if visible:
-                        gt_mask = resize_for_eval(rle.decode(dst_masks[frame], f"GT: {where}"))
-                        if pred_mask.shape != gt_mask.shape:
-                            raise OmamaError(
-                                f"predictions: {where}: mask is {pred_mask.shape}, the official "
-                                f"evaluator needs {gt_mask.shape} (GT resized to longest side "
-                                f"{OFFICIAL_MAX_SIDE})"
-                            )
-                        ious.append(mask_iou(pred_mask, gt_mask))
-                        shapes.append(boundary_f_measure(pred_mask, gt_mask))
-                        locations.append(location_error(pred_mask, gt_mask))
+                    dst_rle = dst_masks[frame] if visible else None
+                    scored.append((entry["pred_mask"], dst_rle, where))
                     gt_vis.append(int(visible))
                     pred_vis.append(int(conf > CONF_THRESHOLD))
     if not gt_vis:
         raise OmamaError(
             "GT: no sample to evaluate (no source frame is annotated in its destination)"
         )
+
+    triples = [t for t in ordered_map(_scores_chunk, None, scored, workers) if t is not None]
+    ious = [t[0] for t in triples]
+    shapes = [t[1] for t in triples]
+    locations = [t[2] for t in triples]
 
     def mean(values: list[float]) -> float:
         return float(np.mean(values)) if values else float("nan")
