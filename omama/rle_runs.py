@@ -97,27 +97,39 @@ def nearest_maps(h: int, w: int, th: int, tw: int) -> tuple[np.ndarray, np.ndarr
     ``cv2.resize(uint8 HxW mask, (tw, th), interpolation=cv2.INTER_NEAREST)``, read off cv2
     by resizing images whose pixels hold their own row (column) index, byte by byte."""
 
-    def through_cv2(index: np.ndarray, shape: tuple[int, int], axis: int) -> np.ndarray:
+    def through_cv2(index: np.ndarray, axis: int) -> np.ndarray:
         out = np.zeros(th if axis == 0 else tw, np.int64)
         for shift in (0, 8, 16):
             byte = ((index >> shift) & 0xFF).astype(np.uint8)
-            img = np.ascontiguousarray(np.broadcast_to(byte, shape))
+            img = np.ascontiguousarray(np.broadcast_to(byte, (h, w)))
             small = cv2.resize(img, (tw, th), interpolation=cv2.INTER_NEAREST)
             line = small[:, 0] if axis == 0 else small[0, :]
             out |= line.astype(np.int64) << shift
         return out
 
-    ys = through_cv2(np.arange(h)[:, None], (h, w), 0)
-    xs = through_cv2(np.arange(w)[None, :], (h, w), 1)
+    ys = through_cv2(np.arange(h)[:, None], 0)
+    xs = through_cv2(np.arange(w)[None, :], 1)
     ys.setflags(write=False)
     xs.setflags(write=False)
     return ys, xs
 
 
+@functools.lru_cache(maxsize=32)
+def _lookups(h: int, w: int, th: int, tw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every source row r (0..h): the first target row i with ys[i] >= r; for every
+    source column c: the first target column j with xs[j] >= c and the first with
+    xs[j] > c (target columns [lo, hi) take source column c)."""
+    ys, xs = nearest_maps(h, w, th, tw)
+    row_lo = np.searchsorted(ys, np.arange(h + 1))
+    col_lo = np.searchsorted(xs, np.arange(w))
+    col_hi = np.searchsorted(xs, np.arange(w), side="right")
+    return row_lo, col_lo, col_hi
+
+
 def column_pieces(
     starts: np.ndarray, ends: np.ndarray, h: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Intervals cut at column boundaries: (column, first row, row past the last)."""
+    """Intervals cut at column boundaries: (column, first row, row past the last), in order."""
     first, last = starts // h, (ends - 1) // h
     n = last - first + 1
     if not (n > 1).any():
@@ -135,7 +147,38 @@ def merge(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     if len(starts) < 2:
         return starts, ends
     gap = starts[1:] != ends[:-1]
-    return starts[np.r_[True, gap]], ends[np.r_[gap, True]]
+    if gap.all():
+        return starts, ends
+    first = np.ones(len(starts), bool)
+    first[1:] = gap
+    last = np.ones(len(starts), bool)
+    last[:-1] = gap
+    return starts[first], ends[last]
+
+
+def resize_pieces(
+    col: np.ndarray, r0: np.ndarray, r1: np.ndarray, h: int, w: int, th: int, tw: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Column pieces (see `column_pieces`) of an HxW mask nearest-resized (as cv2) to
+    th x tw, sorted by column then row; pieces of one column may touch."""
+    row_lo, col_lo, col_hi = _lookups(h, w, th, tw)
+    i0, i1 = row_lo[r0], row_lo[r1]  # target rows i with r0 <= ys[i] < r1
+    j0, j1 = col_lo[col], col_hi[col]
+    keep = (i1 > i0) & (j1 > j0)
+    i0, i1, j0, n = i0[keep], i1[keep], j0[keep], (j1 - j0)[keep]
+    if len(n) and n.max() > 1:  # enlarging: a source column lands on several target columns
+        idx = np.repeat(np.arange(len(n)), n)
+        j = j0[idx] + (np.arange(len(idx)) - np.repeat(np.cumsum(n) - n, n))
+        order = np.lexsort((i0[idx], j))
+        return j[order], i0[idx][order], i1[idx][order]
+    return j0, i0, i1
+
+
+def pieces_to_intervals(
+    col: np.ndarray, r0: np.ndarray, r1: np.ndarray, h: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted column pieces back to flat intervals, touching ones joined."""
+    return merge(col * h + r0, col * h + r1)
 
 
 def resize_intervals(
@@ -144,21 +187,8 @@ def resize_intervals(
     """The foreground intervals of the HxW mask nearest-resized (as cv2) to th x tw."""
     if len(starts) == 0:
         return _EMPTY, _EMPTY
-    ys, xs = nearest_maps(h, w, th, tw)
-    col, r0, r1 = column_pieces(starts, ends, h)
-    i0, i1 = np.searchsorted(ys, r0), np.searchsorted(ys, r1)  # target rows: r0 <= ys[i] < r1
-    j0, j1 = np.searchsorted(xs, col), np.searchsorted(xs, col, side="right")
-    keep = (i1 > i0) & (j1 > j0)
-    i0, i1, j0, n = i0[keep], i1[keep], j0[keep], (j1 - j0)[keep]
-    if len(n) and n.max() > 1:  # enlarging: a source column lands on several target columns
-        idx = np.repeat(np.arange(len(n)), n)
-        j = j0[idx] + (np.arange(len(idx)) - np.repeat(np.cumsum(n) - n, n))
-        i0, i1 = i0[idx], i1[idx]
-    else:
-        j = j0
-    new_s, new_e = j * th + i0, j * th + i1
-    order = np.argsort(new_s, kind="stable")
-    return merge(new_s[order], new_e[order])
+    pieces = resize_pieces(*column_pieces(starts, ends, h), h, w, th, tw)
+    return pieces_to_intervals(*pieces, th)
 
 
 def intervals_to_runs(starts: np.ndarray, ends: np.ndarray, n_pixels: int) -> np.ndarray:
@@ -169,10 +199,9 @@ def intervals_to_runs(starts: np.ndarray, ends: np.ndarray, n_pixels: int) -> np
     bounds[0] = 0
     bounds[1::2] = starts
     bounds[2::2] = ends
-    runs = np.diff(bounds)
     if ends[-1] < n_pixels:
-        runs = np.r_[runs, n_pixels - ends[-1]]
-    return runs
+        bounds = np.append(bounds, n_pixels)
+    return np.diff(bounds)
 
 
 def runs_to_rle(runs: np.ndarray, h: int, w: int) -> dict:
@@ -182,26 +211,23 @@ def runs_to_rle(runs: np.ndarray, h: int, w: int) -> dict:
 
 
 def paint(
-    starts: np.ndarray, ends: np.ndarray, h: int, window: tuple[int, int, int, int]
+    col: np.ndarray, r0: np.ndarray, r1: np.ndarray, window: tuple[int, int, int, int]
 ) -> np.ndarray:
-    """The mask inside `window` = (y0, y1, x0, x1), uint8 [y1 - y0, x1 - x0]; every
-    foreground pixel must lie inside the window."""
+    """The mask of the column pieces inside `window` = (y0, y1, x0, x1), uint8
+    [y1 - y0, x1 - x0]; every piece must lie inside the window."""
     y0, y1, x0, x1 = window
     wh, ww = y1 - y0, x1 - x0
-    col, r0, r1 = column_pieces(starts, ends, h)
     base = (col - x0) * wh - y0
-    diff = np.zeros(wh * ww + 1, np.int32)
+    diff = np.zeros(wh * ww + 1, np.int8)
     diff[base + r0] += 1
     diff[base + r1] -= 1
-    flat = np.cumsum(diff[:-1], dtype=np.int32).astype(np.uint8)
-    return flat.reshape(ww, wh).T
+    return np.cumsum(diff[:-1], dtype=np.int8).view(np.uint8).reshape(ww, wh).T
 
 
-def bbox(starts: np.ndarray, ends: np.ndarray, h: int) -> tuple[int, int, int, int] | None:
-    """(y_min, y_max, x_min, x_max), inclusive, of a non-empty mask; None when empty."""
-    if len(starts) == 0:
+def box(col: np.ndarray, r0: np.ndarray, r1: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(y_min, y_max, x_min, x_max), inclusive, of sorted column pieces; None when empty."""
+    if len(col) == 0:
         return None
-    col, r0, r1 = column_pieces(starts, ends, h)
     return int(r0.min()), int(r1.max()) - 1, int(col[0]), int(col[-1])
 
 

@@ -224,9 +224,10 @@ def run_scores(pred_rle: dict, gt_rle: dict, where: str) -> tuple[float, float, 
             f"predictions: {where}: mask is {(ph, pw)}, the official evaluator needs {(h, w)} "
             f"(GT resized to longest side {OFFICIAL_MAX_SIDE})"
         )
-    ps, pe = rle_runs.intervals(pruns)
-    gs, ge = rle_runs.resize_intervals(*rle_runs.intervals(gruns), gh, gw, h, w)
-    pbox, gbox = rle_runs.bbox(ps, pe, h), rle_runs.bbox(gs, ge, h)
+    pp = rle_runs.column_pieces(*rle_runs.intervals(pruns), h)
+    gp = rle_runs.column_pieces(*rle_runs.intervals(gruns), gh)
+    gp = rle_runs.resize_pieces(*gp, gh, gw, h, w)
+    pbox, gbox = rle_runs.box(*pp), rle_runs.box(*gp)
     location = centre_distance(box_centre(pbox, h, w), box_centre(gbox, h, w))
     boxes = [b for b in (pbox, gbox) if b is not None]
     if not boxes:  # both empty: an empty union and no boundary
@@ -237,8 +238,8 @@ def run_scores(pred_rle: dict, gt_rle: dict, where: str) -> tuple[float, float, 
         max(min(b[2] for b in boxes) - 1, 0),
         min(max(b[3] for b in boxes) + 2, w),
     )
-    pred = rle_runs.paint(ps, pe, h, window)
-    gt = rle_runs.paint(gs, ge, h, window)
+    pred = rle_runs.paint(*pp, window)
+    gt = rle_runs.paint(*gp, window)
     iou = masks.mask_iou(pred, gt, eps=IOU_EPS)
     shape = boundary_f_at_radius(pred, gt, boundary_radius(h, w))
     return iou, shape, location
