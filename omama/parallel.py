@@ -40,16 +40,16 @@ def ordered_map(
 ) -> list[R]:
     """``fn(context, chunk)`` over consecutive chunks of `items`, results joined in order.
 
-    With `workers` >= 1 and at least `min_items` (default `MIN_ITEMS`) items, the chunks
-    (default `CHUNK` items) go to that many forked processes: each inherits `fn` and
-    `context` and copies `context` once as pickling would (so a `Cache` opens its own
-    files); only the chunks and their results cross between processes. Otherwise all runs
-    here, as one chunk. A chunk that raises raises here, the first failing one in input
-    order first.
+    With `workers` >= 2 (one would only stand in for this process) and at least `min_items`
+    (default `MIN_ITEMS`) items, the chunks (default `CHUNK` items) go to that many forked
+    processes: each inherits `fn` and `context` and copies `context` once as pickling
+    would (so a `Cache` opens its own files); only the chunks and their results cross
+    between processes. Otherwise all runs here, as one chunk. A chunk that raises raises
+    here, the first failing one in input order first.
     """
     items = list(items)
     chunk = CHUNK if chunk is None else chunk
-    if workers < 1 or len(items) < (MIN_ITEMS if min_items is None else min_items):
+    if workers < 2 or len(items) < (MIN_ITEMS if min_items is None else min_items):
         return fn(context, items)
     chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
     out: list[R] = []

@@ -95,14 +95,14 @@ def pixel_scores(pred_rle: dict, gt_rle: dict) -> tuple[float, float, float]:
     """(IoU, contour accuracy, location error): the prediction decoded, the GT decoded at its
     own size and resized as the official tool resizes it, the pixel metrics of official.py."""
     from omama import rle
-    from omama.metrics import official
+    from omama.metrics import pixels
 
     pred = rle.decode(pred_rle)
-    gt = official.resize_for_eval(rle.decode(gt_rle))
+    gt = pixels.resize_for_eval(rle.decode(gt_rle))
     return (
-        official.mask_iou(pred, gt),
-        official.boundary_f_measure(pred, gt),
-        official.location_error(pred, gt),
+        pixels.mask_iou(pred, gt),
+        pixels.boundary_f_measure(pred, gt),
+        pixels.location_error(pred, gt),
     )
 
 

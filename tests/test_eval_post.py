@@ -20,7 +20,8 @@ from omama.cache.reader import Cache
 from omama.cache.rle_texts import RleReads
 from omama.errors import OmamaError
 from omama.metrics.groundtruth import build_gt_json
-from omama.metrics.official import evaluate, run_scores
+from omama.metrics.official import evaluate
+from omama.metrics.runs import run_scores
 from omama.metrics.validate import eval_size
 from omama.predict.challenge import challenge_json
 from omama.predict.evaluate import gt_samples, measure

@@ -153,6 +153,7 @@ def _timed(fn, *args) -> tuple[float, float, object]:
 def run(ctx: Ctx) -> list[Row]:
     frames = 4 if ctx.plan.small else 34  # 12 pairs a frame
     reps = 1 if ctx.plan.small else 2
+    threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # one core: the per-core figure
     rows = []
     for direction in ("exo2ego", "ego2exo"):
@@ -196,4 +197,5 @@ def run(ctx: Ctx) -> list[Row]:
                 },
             )
         )
+    cv2.setNumThreads(threads)
     return rows
