@@ -29,9 +29,10 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from omama import rle
+from omama.errors import OmamaError
 
 _EMPTY = np.zeros(0, np.int64)
-_MAX_CHARS = 12  # longer groups would overflow int64 shifts: left to the plain parser
+_MAX_CHARS = 12  # longer values would overflow int64 shifts: `runs_of` decodes those
 
 
 def parse_counts(counts: bytes) -> np.ndarray | None:
@@ -73,13 +74,14 @@ def runs_of(rle_dict: dict, where: str = "RLE") -> tuple[int, int, np.ndarray]:
     except Exception:
         counts = None
     runs = parse_counts(counts) if isinstance(counts, bytes) else None
-    if runs is not None and int(runs.sum()) == h * w:
+    if runs is not None and h >= 0 and w >= 0 and int(runs.sum()) == h * w:
         return h, w, runs
     mask = rle.decode(rle_dict, where)  # raises the one message; else an odd, valid string
     h, w = mask.shape
-    again = parse_counts(rle.encode(mask)["counts"].encode())
-    assert again is not None
-    return h, w, again
+    canonical = parse_counts(rle.encode(mask)["counts"].encode())
+    if canonical is None:  # pycocotools' own encoding always parses
+        raise OmamaError(f"{where}: RLE counts could not be read as runs")
+    return h, w, canonical
 
 
 def intervals(runs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +101,7 @@ def nearest_maps(h: int, w: int, th: int, tw: int) -> tuple[np.ndarray, np.ndarr
 
     def through_cv2(index: np.ndarray, axis: int) -> np.ndarray:
         out = np.zeros(th if axis == 0 else tw, np.int64)
-        for shift in (0, 8, 16):
+        for shift in (0, 8, 16) if max(h, w) > 0xFFFF else (0, 8):
             byte = ((index >> shift) & 0xFF).astype(np.uint8)
             img = np.ascontiguousarray(np.broadcast_to(byte, (h, w)))
             small = cv2.resize(img, (tw, th), interpolation=cv2.INTER_NEAREST)
