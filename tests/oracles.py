@@ -40,3 +40,115 @@ def loop_descriptors(dense: torch.Tensor, masks: torch.Tensor, boxes: torch.Tens
         y2 = min(max(y2, 0), max_y + 1)
         out[i, c:] = dense[:, y1:y2, x1:x2].mean(dim=(1, 2))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation post-processing, one pair at a time on full pixel masks (omama-eval before
+# issue 9 part 3): the run-level path must give the same bytes and the same numbers.
+
+
+def per_pair_records(cache, direction: str, scored: list, mask_size: str = "official") -> list:
+    """Each chosen candidate decoded at the crop size, cv2-nearest resized to the official size
+    of the destination GT (else of the image), encoded again."""
+    import cv2
+
+    from omama import rle
+    from omama.metrics.validate import eval_size
+    from omama.predict.challenge import PredRecord
+
+    records = []
+    for s in scored:
+        x = s.sample
+        mask = rle.decode(cache.cand_rle(direction, x.dst, s.best), f"cache {x.dst}")
+        if mask_size != "crop":
+            if x.dst_k >= 0:
+                h, w = cache.obj_rle(x.dst, x.dst_k)["size"]
+            else:
+                h, w = cache.orig_hw(x.dst)
+            th, tw = eval_size(h, w)
+            mask = cv2.resize(mask, (tw, th), interpolation=cv2.INTER_NEAREST)
+        records.append(
+            PredRecord(x.take, x.obj, x.src_cam, x.dst_cam, x.frame, rle.encode(mask), s.confidence)
+        )
+    return records
+
+
+def per_pair_gt_samples(cache, samples: list) -> list:
+    """The ground truth of each sample, one cache read per mask."""
+    from omama.metrics.groundtruth import GTSample
+
+    return [
+        GTSample(
+            s.take,
+            s.obj,
+            s.src_cam,
+            s.dst_cam,
+            s.frame,
+            cache.obj_rle(s.src, s.src_k),
+            cache.obj_rle(s.dst, s.dst_k) if s.dst_k >= 0 else None,
+        )
+        for s in samples
+    ]
+
+
+def pixel_scores(pred_rle: dict, gt_rle: dict) -> tuple[float, float, float]:
+    """(IoU, contour accuracy, location error): the prediction decoded, the GT decoded at its
+    own size and resized as the official tool resizes it, the pixel metrics of official.py."""
+    from omama import rle
+    from omama.metrics import pixels
+
+    pred = rle.decode(pred_rle)
+    gt = pixels.resize_for_eval(rle.decode(gt_rle))
+    return (
+        pixels.mask_iou(pred, gt),
+        pixels.boundary_f_measure(pred, gt),
+        pixels.location_error(pred, gt),
+    )
+
+
+def per_pair_evaluate(pred_json: dict, gt_json: dict, direction: str, strict: bool = True):
+    """The official walk (see `omama.metrics.official.evaluate`), each visible sample scored
+    by `pixel_scores` as soon as it is reached."""
+    import numpy as np
+
+    from omama.constants import direction_info
+    from omama.errors import OmamaError
+    from omama.metrics import official
+    from omama.metrics.validate import pair_key, schema_problems, split_cams
+
+    problems = schema_problems(pred_json, gt_json, direction, strict)
+    if problems:
+        raise OmamaError(problems[0])
+    info = direction_info(direction)
+    results = pred_json[info.challenge_key]["results"]
+    scores, gt_vis, pred_vis = [], [], []
+    for take, gt_take in gt_json["annotations"].items():
+        for obj, cams in gt_take["masks"].items():
+            ego, exo = split_cams(cams)
+            if not ego:
+                continue
+            for exo_cam in exo:
+                src, dst = (ego[0], exo_cam) if info.source_is_ego else (exo_cam, ego[0])
+                annotated = gt_take["annotated_frames"][obj][dst]
+                pred_pair = results[take]["masks"][obj].get(pair_key(src, dst), {})
+                for frame in cams[src]:
+                    if int(frame) not in annotated:
+                        continue
+                    entry = pred_pair[frame]
+                    visible = frame in cams[dst]
+                    if visible:
+                        scores.append(pixel_scores(entry["pred_mask"], cams[dst][frame]))
+                    gt_vis.append(int(visible))
+                    pred_vis.append(int(entry["confidence"] > official.CONF_THRESHOLD))
+
+    def mean(values: list[float]) -> float:
+        return float(np.mean(values)) if values else float("nan")
+
+    return official.Metrics(
+        iou=mean([t[0] for t in scores]),
+        shape_acc=mean([t[1] for t in scores]),
+        location_score=mean([t[2] for t in scores]),
+        balanced_acc=official.balanced_accuracy(pred_vis, gt_vis),
+        n=len(scores),
+        n_visibility=len(gt_vis),
+    )

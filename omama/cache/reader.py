@@ -232,6 +232,16 @@ class Cache:
         """Object k's ground-truth RLE at the annotation's resolution."""
         return json.loads(self.string(self.image(key), "obj_rle", k))
 
+    def obj_rle_texts(self, key: str) -> list[bytes | str]:
+        """Every object's ground-truth RLE of an image as JSON text, in one read (`obj_rle`
+        of each k, unparsed: for callers that want several objects of one image)."""
+        return list(self._dataset(self.image(key), "obj_rle")[()])
+
+    def cand_rle_texts(self, direction: str, key: str) -> list[bytes | str]:
+        """Every candidate's RLE of an image as JSON text, in one read (`cand_rle` of each i,
+        unparsed)."""
+        return list(self._dataset(self.cands(direction, key), "rle")[()])
+
     def cand_count(self, direction: str, key: str) -> int:
         return self.shape(self.cands(direction, key), "desc")[0]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from omama import dist
 from omama.cache.reader import Cache
 from omama.cache.records import Sample
+from omama.cache.rle_texts import RleReads
 from omama.config import default_device, default_workers, opt, require
 from omama.constants import DIRECTIONS, SPLITS
 from omama.errors import OmamaError, bad_file
@@ -67,7 +68,12 @@ class EvalConfig:
         PRECISIONS,
     )
     batch_size: int = opt(16, "pairs scored per batch", low=1)
-    workers: int = opt(default_workers(), "cache-reading workers", low=0)
+    workers: int = opt(
+        default_workers(),
+        "worker processes: cache reading while scoring, then the official-size masks and "
+        "metrics (used from 4096 pairs on; 0 = all in the main process)",
+        low=0,
+    )
     device: str = opt(default_device(), "cpu or cuda", ("cpu", "cuda"))
     limit: int = opt(0, "evaluate only the first N pairs (0 = all)", low=0)
     baseline: str = opt(
@@ -86,6 +92,8 @@ class EvalConfig:
 
 
 def gt_samples(cache: Cache, samples: list[Sample]) -> list[GTSample]:
+    """The ground truth of each sample, read from the cache (each image's RLEs read once)."""
+    reads = RleReads(cache)
     return [
         GTSample(
             take=s.take,
@@ -93,21 +101,22 @@ def gt_samples(cache: Cache, samples: list[Sample]) -> list[GTSample]:
             src_cam=s.src_cam,
             dst_cam=s.dst_cam,
             frame=s.frame,
-            src_rle=cache.obj_rle(s.src, s.src_k),
-            dst_rle=cache.obj_rle(s.dst, s.dst_k) if s.dst_k >= 0 else None,
+            src_rle=reads.obj_rle(s.src, s.src_k),
+            dst_rle=reads.obj_rle(s.dst, s.dst_k) if s.dst_k >= 0 else None,
         )
         for s in samples
     ]
 
 
 def measure(
-    cache: Cache, direction: str, samples: list[Sample], scored: list[Scored]
+    cache: Cache, direction: str, samples: list[Sample], scored: list[Scored], workers: int = 0
 ) -> tuple[dict, dict, Metrics]:
-    """Scores of `samples` -> challenge JSON, the ground truth it faces, official metrics."""
-    pred = challenge_json(direction, prediction_records(cache, direction, scored))
+    """Scores of `samples` -> challenge JSON, the ground truth it faces, official metrics;
+    the per-pair work over `workers` processes when there are many pairs."""
+    pred = challenge_json(direction, prediction_records(cache, direction, scored, workers=workers))
     gt = build_gt_json(gt_samples(cache, samples))
     # a validation subset need not hold every frame the official validator would ask for
-    return pred, gt, evaluate(pred, gt, direction, strict=False)
+    return pred, gt, evaluate(pred, gt, direction, strict=False, workers=workers)
 
 
 def run_eval(cfg: EvalConfig) -> Metrics | None:
@@ -167,9 +176,8 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
             scored = with_confidence(scored, model.visibility, cfg.confidence)
     if scored is None:  # not rank 0: its scores went to rank 0
         return None
-    pred = challenge_json(
-        cfg.direction, prediction_records(cache, cfg.direction, scored, cfg.mask_size)
-    )
+    records = prediction_records(cache, cfg.direction, scored, cfg.mask_size, cfg.workers)
+    pred = challenge_json(cfg.direction, records)
     write_json(pred, cfg.out)
     if cfg.gt is not None:
         gt = read_json(cfg.gt, "ground-truth file")
@@ -191,7 +199,7 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
         return Metrics(float("nan"), float("nan"), float("nan"), float("nan"), 0)
     strict = not cfg.limit  # --limit scores a subset: only its own frames are required
     try:  # the one validator runs inside: a file it refuses is named here
-        metrics = evaluate(pred, gt, cfg.direction, strict=strict)
+        metrics = evaluate(pred, gt, cfg.direction, strict=strict, workers=cfg.workers)
     except OmamaError as exc:
         raise bad_file(cfg.out, str(exc)) from None
     metrics_out = cfg.metrics_out or cfg.out.with_name(cfg.out.stem + "_metrics.json")

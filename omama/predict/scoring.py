@@ -6,21 +6,22 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from omama import precision as prec
-from omama import rle
+from omama import rle_runs
 from omama.cache.reader import Cache
 from omama.cache.records import Sample
+from omama.cache.rle_texts import RleReads
 from omama.loader.batches import already_batched
 from omama.loader.eval_samples import EvalSamples
 from omama.matcher.model import OMaMaMatcher, predict
 from omama.matcher.visibility import VisibilityHead, fit_visibility, visibility_features
 from omama.metrics.validate import eval_size
+from omama.parallel import ordered_map
 from omama.predict.challenge import PredRecord
 
 log = logging.getLogger(__name__)
@@ -116,27 +117,34 @@ def random_scores(cache: Cache, direction: str, samples: list[Sample], seed: int
     return out
 
 
-def predicted_mask(cache: Cache, direction: str, s: Scored, mask_size: str) -> np.ndarray:
-    """The chosen candidate at the official size (default) or at the cache's crop size."""
-    mask = rle.decode(cache.cand_rle(direction, s.sample.dst, s.best), f"cache {s.sample.dst}")
-    if mask_size == "crop":
-        return mask
-    if s.sample.dst_k >= 0:
-        h, w = cache.obj_rle(s.sample.dst, s.sample.dst_k)["size"]
-    else:
-        h, w = cache.orig_hw(s.sample.dst)
-    th, tw = eval_size(h, w)
-    return cv2.resize(mask, (tw, th), interpolation=cv2.INTER_NEAREST)
-
-
 def prediction_records(
-    cache: Cache, direction: str, scored: list[Scored], mask_size: str = "official"
+    cache: Cache,
+    direction: str,
+    scored: list[Scored],
+    mask_size: str = "official",
+    workers: int = 0,
 ) -> list[PredRecord]:
+    """Each pair's chosen candidate as an RLE at the official size (default: the destination
+    GT's size, else the image's, resized to longest side 480, cv2-nearest) or at the cache's
+    crop size, in the input order; over `workers` processes when there are many pairs."""
+    return ordered_map(_records, (cache, direction, mask_size), scored, workers)
+
+
+def _records(context: tuple[Cache, str, str], scored: list[Scored]) -> list[PredRecord]:
+    cache, direction, mask_size = context
+    reads = RleReads(cache, direction)
     records = []
     for s in scored:
-        mask = predicted_mask(cache, direction, s, mask_size)
         x = s.sample
-        records.append(
-            PredRecord(x.take, x.obj, x.src_cam, x.dst_cam, x.frame, rle.encode(mask), s.confidence)
-        )
+        cand = reads.cand_rle(x.dst, s.best)
+        if mask_size == "crop":
+            h, w = (int(v) for v in cand["size"])
+        else:
+            if x.dst_k >= 0:
+                h, w = reads.obj_rle(x.dst, x.dst_k)["size"]
+            else:
+                h, w = reads.orig_hw(x.dst)
+            h, w = eval_size(h, w)
+        mask = rle_runs.resize_rle(cand, h, w, f"cache {x.dst}")
+        records.append(PredRecord(x.take, x.obj, x.src_cam, x.dst_cam, x.frame, mask, s.confidence))
     return records

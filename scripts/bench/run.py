@@ -10,6 +10,7 @@ Rows (issue "Speed to the floor"), one module each:
   6  evaluation pairs/s end to end, and per-pair latency
   7  memory: peak of training at batch 24 with the default workers; cache bytes per image
   8  precompute per backbone: images/s and cache bytes per image, ViT-S vs ViT-B (+ L on GPU)
+  9  evaluation post-processing per CPU core (exo2ego, 9b: ego2exo), run-level vs pixel path
 
 Writes the table to BENCHMARKS.md, keeping its hand-written analysis block, and every raw
 number to bench_out/bench.json.
@@ -37,6 +38,7 @@ from bench import (
     row_backbones,
     row_descriptors,
     row_eval,
+    row_eval_post,
     row_matcher,
     row_memory,
     row_precompute,
@@ -58,6 +60,7 @@ ROWS = {
     6: row_eval.run,
     7: row_memory.run,
     8: row_backbones.run,
+    9: row_eval_post.run,
 }
 ALL_ROWS = tuple(ROWS)
 NEED_CACHE = {3, 4, 5, 6, 7}
