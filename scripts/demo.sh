@@ -13,19 +13,21 @@ done
 echo "== 3/5 train"
 omama-train --config $CFG --cache "$OUT/cache" --out "$OUT/run"
 mkdir -p "$OUT/eval"
-echo "== 4/5 evaluate on the test split: random candidate, untrained matcher, trained matcher"
+echo "== 4/5 evaluate on the test split: random candidate, untrained matcher, trained matcher (fitted and reference confidence)"
 omama-eval --config $CFG --cache "$OUT/cache" --baseline random --out "$OUT/eval/random.json" --visualize 0 | tail -n 1 > "$OUT/eval/random.line"
 omama-eval --config $CFG --cache "$OUT/cache" --checkpoint "$OUT/run/init.pt" --out "$OUT/eval/untrained.json" --visualize 0 | tail -n 1 > "$OUT/eval/untrained.line"
 omama-eval --config $CFG --cache "$OUT/cache" --checkpoint "$OUT/run/best.pt" --out "$OUT/eval/trained.json" | tail -n 1 > "$OUT/eval/trained.line"
+omama-eval --config $CFG --cache "$OUT/cache" --checkpoint "$OUT/run/best.pt" --confidence reference --out "$OUT/eval/trained_refconf.json" --visualize 0 | tail -n 1 > "$OUT/eval/trained_refconf.line"
 echo "== 5/5 results (test split; location_score: lower is better)"
 python - "$OUT/eval" <<'PY'
 import json, sys
 from pathlib import Path
 d = Path(sys.argv[1])
-rows = {name: json.loads((d / f"{name}.line").read_text()) for name in ("random", "untrained", "trained")}
-print(f"{'matcher':10s} {'iou':>7s} {'shape_acc':>9s} {'location':>9s} {'bal_acc':>8s} {'n':>5s}")
+names = ("random", "untrained", "trained", "trained_refconf")
+rows = {name: json.loads((d / f"{name}.line").read_text()) for name in names}
+print(f"{'matcher':15s} {'iou':>7s} {'shape_acc':>9s} {'location':>9s} {'bal_acc':>8s} {'n':>5s}")
 for name, m in rows.items():
-    print(f"{name:10s} {m['iou']:7.3f} {m['shape_acc']:9.3f} {m['location_score']:9.3f} {m['balanced_acc']:8.3f} {m['n']:5d}")
+    print(f"{name:15s} {m['iou']:7.3f} {m['shape_acc']:9.3f} {m['location_score']:9.3f} {m['balanced_acc']:8.3f} {m['n']:5d}")
 gain = rows["trained"]["iou"] - max(rows["random"]["iou"], rows["untrained"]["iou"])
 print(f"trained IoU beats the better baseline by {gain:+.3f}")
 PY
