@@ -215,7 +215,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
             else:
                 log.warning("epoch %d validation: one visibility class only; not fitted", epoch)
             scored = with_confidence(scored, model.visibility, "visibility")
-            _, _, metrics = measure(cache, cfg.direction, val, scored)
+            _, _, metrics = measure(cache, cfg.direction, val, scored, cfg.workers)
             record.update(metrics.as_dict())
             log.info("epoch %d validation: %s", epoch, json.dumps(metrics.as_dict()))
             iou = metrics.iou
