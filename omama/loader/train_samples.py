@@ -53,6 +53,12 @@ class TrainSamples(Dataset):
         self.samples = cache.samples(direction, split)
         self.n_masks = n_masks
         self.seed = seed
+        self.store_rows: dict[str, dict[str, int]] | None = None
+
+    def use_store(self, rows: dict[str, dict[str, int]]) -> None:
+        """Send each image's row in a `TokenStore` (`src_row`, `dst_row`) instead of its
+        tokens; the step gathers them (`TokenStore.gather`)."""
+        self.store_rows = rows
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -77,7 +83,7 @@ class TrainSamples(Dataset):
                 io.image(s.dst),
                 io.cands(self.direction, s.dst),
             )
-            for rec in (d.src, d.dst):
+            for rec in (d.src, d.dst) if self.store_rows is None else ():
                 io.hint(rec, "tokens")
                 io.hint(rec, "token_scale")
             io.hint(d.src, "obj_desc", [s.src_k])
@@ -104,9 +110,19 @@ class TrainSamples(Dataset):
         src_shape = io.shape(draws[0].src, "tokens")
         dst_shape = io.shape(draws[0].dst, "tokens")
         desc_dim = 2 * src_shape[1]  # the backbone's token width, twice
+        rows = self.store_rows
+        if rows is None:
+            tokens = {
+                "src_tokens": batch_tensor((b, *src_shape), torch.float16),
+                "dst_tokens": batch_tensor((b, *dst_shape), torch.float16),
+            }
+        else:
+            tokens = {
+                "src_row": torch.tensor([rows["src"][d.sample.src] for d in draws]),
+                "dst_row": torch.tensor([rows["dst"][d.sample.dst] for d in draws]),
+            }
         batch = {
-            "src_tokens": batch_tensor((b, *src_shape), torch.float16),
-            "dst_tokens": batch_tensor((b, *dst_shape), torch.float16),
+            **tokens,
             "src_desc": batch_tensor((b, desc_dim), torch.float32),
             "cand_desc": batch_tensor((b, self.n_masks, desc_dim), torch.float32),
             "pos_index": batch_tensor((b,), torch.long),
@@ -115,8 +131,9 @@ class TrainSamples(Dataset):
         arrays = {k: v.numpy() for k, v in batch.items()}
         for j, d in enumerate(draws):
             s = d.sample
-            io.tokens(d.src, out=arrays["src_tokens"][j])
-            io.tokens(d.dst, out=arrays["dst_tokens"][j])
+            if rows is None:
+                io.tokens(d.src, out=arrays["src_tokens"][j])
+                io.tokens(d.dst, out=arrays["dst_tokens"][j])
             arrays["src_desc"][j] = io.rows(d.src, "obj_desc", [s.src_k])[0]
             desc = io.rows(d.cand, "desc", d.rows)
             if d.anchor >= 0:  # visible: the positive is the ground-truth mask's own descriptor

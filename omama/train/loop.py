@@ -20,6 +20,7 @@ from omama.constants import DIRECTIONS, SPLITS
 from omama.errors import OmamaError, bad_file
 from omama.files import write_json, write_torch
 from omama.loader.sampler import EpochSampler
+from omama.loader.token_store import TokenStore
 from omama.loader.train_samples import TrainSamples
 from omama.matcher.checkpoint import build_matcher, save_matcher_state
 from omama.precision import PRECISIONS
@@ -59,6 +60,12 @@ class TrainConfig:
         "number format of the training step: auto (bf16 on CUDA, fp32 elsewhere), fp32 or "
         "bf16; validation always scores in fp32, as omama-eval does by default",
         ("auto", *PRECISIONS),
+    )
+    token_store_gb: float = opt(
+        -1.0,
+        "memory for the split's tokens resident on the training device, read once and "
+        "gathered by the step (-1: half the free memory; 0: off; a split that does not fit "
+        "reads its tokens per batch)",
     )
     save_every: int = opt(200, "also save the resumable state every this many steps", low=1)
     log_every: int = opt(10, "log the mean loss every this many steps", low=1)
@@ -128,8 +135,11 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
         save_matcher_state(model, out / "init.pt")  # the untrained matcher, for comparison
     rank, world = (0, 1) if env is None else (env.rank, env.world)
     sampler = EpochSampler(len(data), cfg.seed, rank=rank, num_replicas=world)
+    store = TokenStore.maybe(cache, data.samples, device, cfg.token_store_gb)
+    if store is not None:
+        data.use_store(store.rows)
     loader = train_loader(data, sampler, local_bs, cfg.workers, device)
-    train_step = TrainStep(net, optimizer, schedule, device, cfg.precision)
+    train_step = TrainStep(net, optimizer, schedule, device, cfg.precision, store)
     prof = StepProfiler(
         cfg.profile if main else 0, out / "profile_trace.json", device, total - step
     )

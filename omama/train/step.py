@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from omama import precision as prec
+from omama.loader.token_store import TokenStore
 from omama.loader.train_samples import TrainSamples
 from omama.matcher.model import matching_loss
 
@@ -60,13 +61,16 @@ class TrainStep:
         schedule: torch.optim.lr_scheduler.LRScheduler,
         device: torch.device,
         precision: str = "auto",
+        store: TokenStore | None = None,
     ) -> None:
         self.net, self.optimizer, self.schedule, self.device = net, optimizer, schedule, device
-        self.precision = precision
+        self.precision, self.store = precision, store
 
     def __call__(self, batch: dict[str, torch.Tensor], weight: float | None = None) -> torch.Tensor:
         """Forward, loss, backward, optimiser and schedule step; `weight` scales the batch-mean
         loss (under DDP, `distributed.loss_weight`). Returns the loss, detached, on the device."""
+        if self.store is not None:  # rows in the token store instead of tokens
+            batch = self.store.gather(batch)
         b = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         with prec.autocast(self.precision, self.device):
             sims = self.net(b["src_desc"], b["cand_desc"], b["src_tokens"], b["dst_tokens"])

@@ -1,5 +1,7 @@
 """Row 3: the trainer's own step fed by the trainer's own loader (omama.train.step) against the
-same step on batches already in memory; the in-memory step is timed before and after."""
+same step on batches already in memory; the in-memory step is timed before and after.
+Row 3s: the same, with the split's tokens in the token store (omama.loader.token_store), as
+omama-train runs whenever they fit."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from bench.common import DIRECTION, LOOP_SPLIT, TRAIN, Ctx, Row, fmt_ms
 from bench.host import cpu_seconds
 from omama.cache.reader import Cache
 from omama.loader.sampler import EpochSampler
+from omama.loader.token_store import TokenStore
 from omama.loader.train_samples import TrainSamples
 from omama.matcher.checkpoint import build_matcher
 from omama.train.step import PREFETCH, TrainStep, build_optimizer, train_loader
@@ -19,7 +22,9 @@ from omama.train.step import PREFETCH, TrainStep, build_optimizer, train_loader
 MEMORY_BATCHES = 4  # distinct batches the in-memory baseline cycles through
 
 
-def trainer_step(ctx: Ctx, data: TrainSamples, total_steps: int) -> Callable[[dict], None]:
+def trainer_step(
+    ctx: Ctx, data: TrainSamples, total_steps: int, store: TokenStore | None = None
+) -> Callable[[dict], None]:
     """omama-train's step with its default optimiser settings, the loss summed on the device
     as the trainer sums it between log lines (no host sync)."""
     torch.manual_seed(0)
@@ -27,7 +32,7 @@ def trainer_step(ctx: Ctx, data: TrainSamples, total_steps: int) -> Callable[[di
     optimizer, schedule = build_optimizer(
         model, TRAIN.lr, TRAIN.weight_decay, TRAIN.min_lr, total_steps
     )
-    train_step = TrainStep(model, optimizer, schedule, ctx.device)
+    train_step = TrainStep(model, optimizer, schedule, ctx.device, store=store)
     running = torch.zeros((), device=ctx.device)
 
     def step(batch: dict) -> None:
@@ -43,8 +48,8 @@ def run(ctx: Ctx) -> list[Row]:
     step = trainer_step(ctx, data, total_steps=10 * (warm + count))
     workers = TRAIN.workers
 
-    def loader(n_workers: int):
-        return train_loader(data, EpochSampler(len(data), TRAIN.seed), b, n_workers, dev)
+    def loader(n_workers: int, samples: TrainSamples = data):
+        return train_loader(samples, EpochSampler(len(data), TRAIN.seed), b, n_workers, dev)
 
     # baseline batches: the same samples, read once and kept in memory (on the device)
     it = iter(loader(0))
@@ -62,21 +67,27 @@ def run(ctx: Ctx) -> list[Row]:
         ctx.sync()
         return (time.perf_counter() - t0) / n_steps, (time.process_time() - c0) / n_steps
 
-    def from_cache() -> tuple[float, float]:
-        loader_it = iter(loader(workers))
+    stored = TrainSamples(Cache(ctx.cache), DIRECTION, LOOP_SPLIT, TRAIN.n_masks, TRAIN.seed)
+    store = TokenStore.load(stored.cache, stored.samples, dev)
+    stored.use_store(store.rows)
+    store_step = trainer_step(ctx, stored, total_steps=10 * (warm + count), store=store)
+
+    def from_cache(samples: TrainSamples = data, run=step) -> tuple[float, float]:
+        loader_it = iter(loader(workers, samples))
         pids = [w.pid for w in getattr(loader_it, "_workers", [])]
         for _ in range(warm):
-            step(next(loader_it))
+            run(next(loader_it))
         ctx.sync()
         t0, c0, w0 = time.perf_counter(), time.process_time(), cpu_seconds(pids)
         for _ in range(count):
-            step(next(loader_it))
+            run(next(loader_it))
         ctx.sync()
         cpu = time.process_time() - c0 + cpu_seconds(pids) - w0
         return (time.perf_counter() - t0) / count, cpu / count
 
     mem_a, cpu_a = in_memory(max(2, count // 2))
     loaded, cpu_loaded = from_cache()
+    from_store, cpu_store = from_cache(stored, store_step)
     mem_b, cpu_b = in_memory(max(2, count // 2))
     mem = (mem_a + mem_b) / 2
     ratio = mem / loaded
@@ -109,5 +120,20 @@ def run(ctx: Ctx) -> list[Row]:
                 "batch": b,
                 "workers": workers,
             },
-        )
+        ),
+        Row(
+            row="3s",
+            what=f"training step fed by the token store ({workers} workers send rows and "
+            f"descriptors; the split's tokens resident on {dev.type}), batch {b}",
+            project=f"{b / from_store:.1f} samples/s",
+            baseline=f"{b / mem:.1f} samples/s (batches in memory)",
+            ratio=mem / from_store,
+            target=">= 0.95 on CPU, >= 0.8 on a GPU",
+            met=mem / from_store >= (0.95 if dev.type == "cpu" else 0.8),
+            command=ctx.command("3"),
+            note=f"same timing as row 3, in the same run; token store "
+            f"{TokenStore.bytes_needed(stored.cache, stored.samples) / 2**20:.0f} MiB; CPU "
+            f"seconds per step {cpu_store:.2f}",
+            details={"step_s_store": from_store, "cpu_s_store": cpu_store},
+        ),
     ]
