@@ -9,6 +9,7 @@ Rows (issue "Speed to the floor"), one module each:
   5  precompute images/s (decode .. HDF5 writes) vs the backbone forward alone
   6  evaluation pairs/s end to end, and per-pair latency
   7  memory: peak of training at batch 24 with the default workers; cache bytes per image
+  8  precompute host work vs its floor (JPEG decode, npz inflate, RLE decode), per image
 
 Writes the table to BENCHMARKS.md, keeping its hand-written analysis block, and every raw
 number to bench_out/bench.json.
@@ -38,6 +39,7 @@ from bench import (
     row_matcher,
     row_memory,
     row_precompute,
+    row_precompute_host,
     row_reads,
     row_train_step,
 )
@@ -55,6 +57,7 @@ ROWS = {
     5: row_precompute.run,
     6: row_eval.run,
     7: row_memory.run,
+    8: row_precompute_host.run,
 }
 ALL_ROWS = tuple(ROWS)
 NEED_CACHE = {3, 4, 5, 6, 7}
