@@ -4,12 +4,14 @@ strings of the candidate and prediction masks."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from pycocotools import mask as mask_utils
 
 from omama import rle
+from omama.dataset.images import resize_mask
 from omama.masks import row_col_counts
 from omama.precompute.adjacency import candidate_adjacency, mask_centroids
 
@@ -57,7 +59,8 @@ def random_masks(n: int, h: int, w: int, dtype: type = np.uint8) -> np.ndarray:
 @pytest.mark.parametrize("hw", [(700, 700), (532, 952), (1, 9), (9, 1), (13, 17)])
 def test_row_col_counts_match_numpy(hw):
     masks = random_masks(23, *hw)
-    for m in (masks, masks.astype(bool), masks * 255, masks[:, ::-1, ::2], masks.astype(np.int32)):
+    mixed = masks * np.random.randint(0, 256, size=masks.shape).astype(np.uint8)
+    for m in (masks, masks.astype(bool), mixed, masks[:, ::-1, ::2], masks.astype(np.int32)):
         got_rows, got_cols = row_col_counts(m)
         want_rows, want_cols = plain_counts(m)
         assert got_rows.dtype == np.int64 and got_cols.dtype == np.int64
@@ -109,3 +112,28 @@ def test_rle_encode_empty_mask():
     assert rle.encode(np.zeros((0, 5), dtype=np.uint8)) == plain_encode(
         np.zeros((0, 5), dtype=np.uint8)
     )
+
+
+@pytest.mark.parametrize(
+    "src,dst",
+    [
+        ((1408, 1408), (700, 700)),
+        ((2160, 3840), (532, 952)),
+        ((3840, 2160), (532, 952)),
+        ((704, 704), (700, 700)),
+        ((37, 53), (101, 29)),
+        ((5, 7), (5, 6)),
+    ],
+)
+def test_resize_mask_column_major_is_the_same_resize(src, dst):
+    """An RLE decodes column-major; its resize (via the transpose) equals OpenCV's resize of
+    the same mask laid out row-major."""
+    for _ in range(3):
+        m = random_masks(1, *src)[0] * np.random.randint(0, 2, size=src).astype(np.uint8)
+        decoded = rle.decode(plain_encode(m))
+        assert decoded.flags.f_contiguous and not decoded.flags.c_contiguous
+        want = cv2.resize(np.ascontiguousarray(m), dst[::-1], interpolation=cv2.INTER_NEAREST)
+        got = resize_mask(decoded, dst)
+        assert got.flags.c_contiguous and got.dtype == np.uint8
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(resize_mask(m, dst), want)
