@@ -128,6 +128,7 @@ class HostStage:
         self.device_cpu = self.device_wall = 0.0  # dense map and pooling: not the host's
         self.tokens: dict[tuple[int, int], torch.Tensor] = {}  # stand-in for the backbone
         self.n_cands: dict[str, int] = {}
+        self.item_bytes: dict[str, int] = {}  # pickled size of each worker item
 
     def prepare(self, im: Image) -> dict:
         """The DataLoader worker's item."""
@@ -138,10 +139,12 @@ class HostStage:
             raise RuntimeError(item["error"])
         return item
 
-    @staticmethod
-    def transfer(item: dict) -> dict:
-        """What a worker pays to hand the item to the main process (pickled through a pipe)."""
-        return pickle.loads(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+    def transfer(self, item: dict) -> dict:
+        """What a worker pays to hand the item to the main process (pickled through a pipe;
+        the pipe's copies come on top)."""
+        blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+        self.item_bytes[item["job"].key] = len(blob)
+        return pickle.loads(blob)
 
     def _device(self, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
         """Run device work (on a GPU node), its time kept apart from the host's."""
@@ -273,6 +276,7 @@ def run(ctx: Ctx) -> list[Row]:
                 "images": len(images),
                 "candidates": n_cands,
                 "rounds": rounds,
+                "item_mb_per_image": round(sum(stage.item_bytes.values()) / len(images) / 1e6, 1),
                 "ratio_with_pooling_on_cpu": (host + med["pool"]) / med["floor"],
             },
         )
