@@ -4,6 +4,8 @@ strings of the candidate and prediction masks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -11,7 +13,9 @@ import torch
 from pycocotools import mask as mask_utils
 
 from omama import rle
+from omama.dataset.candidates import _as_binary_uint8
 from omama.dataset.images import resize_mask
+from omama.errors import OmamaError
 from omama.masks import row_col_counts
 from omama.precompute.adjacency import candidate_adjacency, mask_centroids
 
@@ -137,3 +141,16 @@ def test_resize_mask_column_major_is_the_same_resize(src, dst):
         assert got.flags.c_contiguous and got.dtype == np.uint8
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(resize_mask(m, dst), want)
+
+
+def test_binary_check_of_candidate_masks():
+    """Unsigned masks are checked with one pass (no minimum); the verdicts are unchanged."""
+    where = Path("m.npz")
+    masks = random_masks(5, 13, 17)
+    for dtype in (np.uint8, np.uint16, np.int8, np.int64, np.float32, bool):
+        got = _as_binary_uint8(masks.astype(dtype), where)
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, masks)
+    for bad in (masks.astype(np.uint16) * 2, masks.astype(np.int8) - 1, masks * 255):
+        with pytest.raises(OmamaError, match="other than 0 and 1"):
+            _as_binary_uint8(bad, where)
