@@ -129,6 +129,7 @@ class HostStage:
         self.tokens: dict[tuple[int, int], torch.Tensor] = {}  # stand-in for the backbone
         self.n_cands: dict[str, int] = {}
         self.item_bytes: dict[str, int] = {}  # pickled size of each worker item
+        self.sizes: set[str] = set()  # JPEG sizes seen
 
     def prepare(self, im: Image) -> dict:
         """The DataLoader worker's item."""
@@ -182,6 +183,7 @@ class HostStage:
             cand = candidate_record(item, dense, obj_boxes)
         key = item["job"].key
         self.n_cands[key] = len(item["cand_masks"])
+        self.sizes.add("x".join(map(str, item["orig_hw"])))
         self.writer.add_image(key, img)
         self.writer.add_candidates("exo2ego", key, cand)
 
@@ -257,7 +259,8 @@ def run(ctx: Ctx) -> list[Row]:
         Row(
             row="8",
             what=f"precompute host work vs its floor, per image and core ({len(images)} images "
-            f"704x704 / 540x960, {min(n_cands)}-{max(n_cands)} candidates; no backbone)",
+            f"{' / '.join(sorted(stage.sizes))}, {min(n_cands)}-{max(n_cands)} candidates; "
+            "no backbone)",
             project=f"{host * 1e3:.1f} ms/image (CPU, one thread)",
             baseline=f"{med['floor'] * 1e3:.1f} ms/image (JPEG decode + npz inflate + RLE "
             "decode alone)",
