@@ -161,9 +161,15 @@ def _check_direction(
         )
 
 
+def matcher_weights(model: OMaMaMatcher) -> dict[str, torch.Tensor]:
+    """What a matcher checkpoint holds: a plain dict of the state_dict's tensors (reference
+    key names), still the model's own: copy them before training changes them."""
+    return {k: v.detach() for k, v in model.state_dict().items()}
+
+
 def save_matcher_state(model: OMaMaMatcher, path: str | Path) -> None:
     """Write a plain state_dict (reference key names) atomically: temp file, then rename."""
-    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    state = {k: v.to("cpu").clone() for k, v in matcher_weights(model).items()}
     write_torch(state, path)  # a failed write is one line and leaves the old file intact
 
 
