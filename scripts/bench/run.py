@@ -9,6 +9,8 @@ Rows (issue "Speed to the floor"), one module each:
   5  precompute images/s (decode .. HDF5 writes) vs the backbone forward alone
   6  evaluation pairs/s end to end, and per-pair latency
   7  memory: peak of training at batch 24 with the default workers; cache bytes per image
+  8  training step time around a checkpoint save: background saver vs saving in the step vs
+     no save
 
 Writes the table to BENCHMARKS.md, keeping its hand-written analysis block, and every raw
 number to bench_out/bench.json.
@@ -33,6 +35,7 @@ import torch
 
 from bench import (
     ROOT,
+    row_checkpoint,
     row_descriptors,
     row_eval,
     row_matcher,
@@ -55,9 +58,10 @@ ROWS = {
     5: row_precompute.run,
     6: row_eval.run,
     7: row_memory.run,
+    8: row_checkpoint.run,
 }
 ALL_ROWS = tuple(ROWS)
-NEED_CACHE = {3, 4, 5, 6, 7}
+NEED_CACHE = {3, 4, 5, 6, 7, 8}
 MARKER = "<!-- analysis: written by hand, kept when bench.py rewrites this file -->"
 END_MARKER = "<!-- /analysis -->"
 
