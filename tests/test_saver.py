@@ -188,3 +188,18 @@ def test_background_run_writes_the_bytes_of_a_synchronous_run(cache_dir, tmp_pat
     assert list(matcher_weights(model)) == list(model.state_dict())
     save_matcher_state(model, tmp_path / "again.pt")
     assert (tmp_path / "again.pt").read_bytes() == (run / "last.pt").read_bytes()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_snapshot_of_cuda_tensors_is_pinned_and_not_overwritten():
+    state = {"w": torch.arange(1 << 20, dtype=torch.float32, device="cuda"), "step": 3}
+    state["view"] = state["w"][10:20]
+    host = state["w"].cpu()
+    want = {"w": host, "step": 3, "view": host[10:20]}  # the same storage and key order
+    copied, event = snapshot(state)
+    state["w"].mul_(-1.0)  # queued after the copy on the same stream
+    assert event is not None
+    event.synchronize()
+    assert copied["w"].device.type == "cpu" and copied["w"].is_pinned()
+    assert copied["view"].untyped_storage().data_ptr() == copied["w"].untyped_storage().data_ptr()
+    assert saved_bytes(copied) == saved_bytes(want)
