@@ -57,7 +57,7 @@ def trained_state() -> dict:
 
 def test_snapshot_saves_the_same_bytes_and_keeps_sharing():
     state = trained_state()
-    copied, event = snapshot(state)
+    copied, event, _ = snapshot(state)
     assert event is None  # nothing on a GPU
     assert saved_bytes(copied) == saved_bytes(state)
     views = copied["views"]
@@ -69,7 +69,7 @@ def test_snapshot_saves_the_same_bytes_and_keeps_sharing():
 def test_snapshot_does_not_follow_training():
     state = trained_state()
     want = saved_bytes(state)
-    copied, _ = snapshot(state)
+    copied, _, _ = snapshot(state)
     for value in state["model"].values():
         value.add_(1.0)
     for per_param in state["optimizer"]["state"].values():
@@ -196,7 +196,7 @@ def test_snapshot_of_cuda_tensors_is_pinned_and_not_overwritten():
     state["view"] = state["w"][10:20]
     host = state["w"].cpu()
     want = {"w": host, "step": 3, "view": host[10:20]}  # the same storage and key order
-    copied, event = snapshot(state)
+    copied, event, _ = snapshot(state)
     state["w"].mul_(-1.0)  # queued after the copy on the same stream
     assert event is not None
     event.synchronize()
