@@ -351,6 +351,75 @@ def test_training_killed_mid_epoch_resumes_where_it_stopped(
         assert (out / name).read_bytes() == (reference_run / name).read_bytes()
 
 
+# omama-train with its file writes patched: the Nth write of state.pt stops (temp file made
+# but empty, or written whole but not yet renamed), says so in a marker file, and hangs there.
+HANG_IN_SAVE = """
+import contextlib, sys, time
+from pathlib import Path
+import omama.files
+from omama.cli import train
+
+marker, when, nth = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+plain, seen = omama.files.atomic_path, []
+
+@contextlib.contextmanager
+def hanging(path):
+    with plain(path) as tmp:
+        if Path(path).name == "state.pt":
+            seen.append(path)
+        hang = Path(path).name == "state.pt" and len(seen) == nth
+        if hang and when == "created":
+            marker.write_text(str(tmp))
+            time.sleep(600)
+        yield tmp
+        if hang and when == "written":
+            marker.write_text(str(tmp))
+            time.sleep(600)
+
+omama.files.atomic_path = hanging
+sys.exit(train.main(sys.argv[4:]))
+"""
+
+
+@pytest.mark.parametrize("when", ["created", "written"])
+def test_training_killed_during_a_background_save_keeps_the_previous_files(
+    when, cache_dir, reference_run, tmp_path
+):
+    """Checkpoints are written behind the steps: SIGKILL while the save of step 6 is in
+    flight leaves epoch 1's state.pt, log.json, last.pt and best.pt whole and agreeing, and
+    --resume finishes the run as if nothing happened."""
+    out, marker = tmp_path / "run", tmp_path / "in_flight"
+    cmd = train_cmd(cache_dir, out)
+    # state.pt saves: step 2, step 4, end of epoch 1 (step 4), step 6 <- hangs
+    hang = [sys.executable, "-c", HANG_IN_SAVE, marker, when, 4, *cmd[3:]]
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen([str(a) for a in hang], stdout=log, stderr=log)
+        while proc.poll() is None and not marker.exists():
+            time.sleep(0.02)
+        assert proc.poll() is None, (tmp_path / "killed.log").read_text()
+        time.sleep(0.2)  # the steps go on meanwhile, up to the next save, which waits
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert Path(marker.read_text()).exists()  # the killed save's temp file, never renamed
+
+    state = torch.load(out / "state.pt", map_location="cpu", weights_only=False)
+    assert (state["epoch"], state["step"]) == (1, 4)
+    assert logged_steps(out) == [1, 2, 3, 4] == [s["step"] for s in state["history"]["steps"]]
+    last = torch.load(out / "last.pt", weights_only=True)  # written at the same step
+    assert last.keys() == state["model"].keys()
+    for key in last:
+        assert torch.equal(last[key], state["model"][key]), key
+    assert torch.load(out / "best.pt", weights_only=True).keys() == last.keys()
+
+    done = run(cmd + ["--resume"])
+    assert done.returncode == 0, done.stderr
+    ref = json.loads((reference_run / "log.json").read_text())
+    got = json.loads((out / "log.json").read_text())
+    assert curve(got["steps"], "loss", "lr") == curve(ref["steps"], "loss", "lr")
+    for name in ("last.pt", "best.pt"):
+        assert (out / name).read_bytes() == (reference_run / name).read_bytes(), name
+
+
 def test_same_seed_same_checkpoint_bytes(cache_dir, tmp_path):
     def train(out: Path) -> None:
         argv = ["--cache", cache_dir, "--out", out, "--epochs", 1, "--batch-size", 6]

@@ -190,12 +190,23 @@ def _check_direction(
         )
 
 
+def matcher_weights(model: OMaMaMatcher) -> dict:
+    """What a matcher checkpoint holds: a plain dict of the state_dict's tensors (reference
+    key names), still the model's own: copy them before training changes them; a
+    non-default backbone's name under `BACKBONE_KEY`."""
+    state: dict = {k: v.detach() for k, v in model.state_dict().items()}
+    if model.backbone != DEFAULT_BACKBONE:
+        state[BACKBONE_KEY] = model.backbone.arch
+    return state
+
+
 def save_matcher_state(model: OMaMaMatcher, path: str | Path) -> None:
     """Write a plain state_dict (reference key names) atomically: temp file, then rename; a
     non-default backbone is recorded under `BACKBONE_KEY`."""
-    state: dict = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
-    if model.backbone != DEFAULT_BACKBONE:
-        state[BACKBONE_KEY] = model.backbone.arch
+    state = {
+        k: v.to("cpu").clone() if isinstance(v, torch.Tensor) else v
+        for k, v in matcher_weights(model).items()
+    }
     write_torch(state, path)  # a failed write is one line and leaves the old file intact
 
 

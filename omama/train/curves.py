@@ -1,19 +1,20 @@
-"""Training curves as a PNG next to log.json: loss per step, validation metrics per epoch."""
+"""Training curves as a PNG next to log.json: loss per step, validation metrics per epoch.
+
+Drawn on a `Figure` of its own, not through pyplot's global figure list, so the run's saver
+thread may draw while the main thread goes on."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from omama.files import atomic_path  # noqa: E402
+from omama.files import atomic_path
 
 
 def plot_curves(history: dict, path: Path) -> None:
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    ax_loss, ax_val = fig.subplots(1, 2)
     steps = history.get("steps", [])
     ax_loss.plot([s["step"] for s in steps], [s["loss"] for s in steps], color="tab:blue")
     ax_loss.set(xlabel="step", ylabel="training loss", title="loss")
@@ -32,4 +33,3 @@ def plot_curves(history: dict, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)

@@ -22,7 +22,7 @@ from omama.files import write_json, write_torch
 from omama.loader.sampler import EpochSampler
 from omama.loader.token_store import TokenStore
 from omama.loader.train_samples import TrainSamples
-from omama.matcher.checkpoint import build_matcher, save_matcher_state
+from omama.matcher.checkpoint import build_matcher, matcher_weights, save_matcher_state
 from omama.precision import PRECISIONS
 from omama.predict.evaluate import measure
 from omama.predict.ranks import score_across_ranks
@@ -30,6 +30,7 @@ from omama.predict.scoring import fit_confidence, with_confidence
 from omama.profiling import StepProfiler
 from omama.train import distributed as ddp
 from omama.train.curves import plot_curves
+from omama.train.saver import BackgroundSaver, Write
 from omama.train.step import TrainStep, build_optimizer, train_loader
 
 log = logging.getLogger(__name__)
@@ -144,23 +145,16 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
         cfg.profile if main else 0, out / "profile_trace.json", device, total - step
     )
 
-    def save_state() -> None:
-        if not main:
-            return
-        write_torch(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "epoch": epoch,
-                "step": step,
-                "best_iou": best_iou,
-                "history": history,
-                "torch_rng": torch.get_rng_state(),
-            },
-            state_path,
-        )
-        write_json(history, out / "log.json", indent=1)
+    def save_state(*more: Write) -> None:
+        if main:
+            saver.save(
+                *state_writes(out, model, optimizer, schedule, epoch, step, best_iou, history),
+                *more,
+            )
+
+    def save_weights(name: str) -> None:
+        if main:
+            saver.save(Write(write_torch, matcher_weights(model), out / name))
 
     log.info(
         "%d train samples, %d val, %d steps/epoch, grids dst %s src %s, device %s",
@@ -171,81 +165,115 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
         model.grid_q,
         device,
     )
-    while epoch < cfg.epochs:
-        done_in_epoch = step - epoch * steps_per_epoch
-        sampler.set_epoch(epoch, start=done_in_epoch * local_bs)
-        net.train()
-        running = torch.zeros((), device=device)
-        n_running, t0 = 0, time.perf_counter()
-        filler = functools.partial(ddp.one_sample_batch, data, (epoch, int(sampler.order()[0])))
-        bar = tqdm(
-            ddp.padded(loader, steps_per_epoch - done_in_epoch, filler),
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            unit="step",
-            initial=done_in_epoch,
-            total=steps_per_epoch,
-            dynamic_ncols=True,
-            disable=not main,
-        )
-        for batch, is_filler in bar:
-            weight = None
-            if env is not None:  # DDP averages over ranks: make that the global batch mean
-                k = step - epoch * steps_per_epoch
-                n_global = ddp.global_count(len(data), cfg.batch_size, k)
-                n_local = 0 if is_filler else len(batch["visible"])
-                weight = ddp.loss_weight(n_local, env.world, n_global)
-            loss = train_step(batch, weight)
-            prof.step()
-            step += 1
-            running += loss if env is None else loss / env.world
-            n_running += 1
-            if step % cfg.log_every == 0 or step % steps_per_epoch == 0:
-                dist.all_reduce_sum(env, running)  # every rank logs at the same steps
-                mean = float(running) / n_running  # the only host sync, once per log period
-                rate = n_running * cfg.batch_size / (time.perf_counter() - t0)
-                history["steps"].append(
-                    {"step": step, "epoch": epoch, "loss": mean, "lr": schedule.get_last_lr()[0]}
-                )
-                bar.set_postfix(loss=f"{mean:.4f}", samples_s=f"{rate:.1f}")
-                running.zero_()
-                n_running, t0 = 0, time.perf_counter()
-            if step % cfg.save_every == 0:
-                save_state()
-        bar.close()
-        epoch += 1
-        record: dict = {"epoch": epoch, "step": step}
-        if val:
-            scored = score_across_ranks(
-                cache, model, cfg.direction, val, device, env, batch_size=cfg.batch_size
+    # state.pt, log.json, curves and last/best.pt are written by one thread behind the steps,
+    # in order; leaving the block (also by an exception) waits for the last of them
+    with BackgroundSaver() as saver:
+        while epoch < cfg.epochs:
+            done_in_epoch = step - epoch * steps_per_epoch
+            sampler.set_epoch(epoch, start=done_in_epoch * local_bs)
+            net.train()
+            running = torch.zeros((), device=device)
+            n_running, t0 = 0, time.perf_counter()
+            filler = functools.partial(ddp.one_sample_batch, data, (epoch, int(sampler.order()[0])))
+            bar = tqdm(
+                ddp.padded(loader, steps_per_epoch - done_in_epoch, filler),
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                unit="step",
+                initial=done_in_epoch,
+                total=steps_per_epoch,
+                dynamic_ncols=True,
+                disable=not main,
             )
-        if val and main:
-            head = model.visibility
-            if fit_confidence(head, scored):  # fitted on val, scored on val: see README
-                record["visibility_fit"] = [*head.weight.tolist(), head.bias.item()]  # w, b
+            for batch, is_filler in bar:
+                weight = None
+                if env is not None:  # DDP averages over ranks: make that the global batch mean
+                    k = step - epoch * steps_per_epoch
+                    n_global = ddp.global_count(len(data), cfg.batch_size, k)
+                    n_local = 0 if is_filler else len(batch["visible"])
+                    weight = ddp.loss_weight(n_local, env.world, n_global)
+                loss = train_step(batch, weight)
+                prof.step()
+                step += 1
+                running += loss if env is None else loss / env.world
+                n_running += 1
+                if step % cfg.log_every == 0 or step % steps_per_epoch == 0:
+                    dist.all_reduce_sum(env, running)  # every rank logs at the same steps
+                    mean = float(running) / n_running  # the only host sync, once per log period
+                    rate = n_running * cfg.batch_size / (time.perf_counter() - t0)
+                    history["steps"].append(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            "loss": mean,
+                            "lr": schedule.get_last_lr()[0],
+                        }
+                    )
+                    bar.set_postfix(loss=f"{mean:.4f}", samples_s=f"{rate:.1f}")
+                    running.zero_()
+                    n_running, t0 = 0, time.perf_counter()
+                if step % cfg.save_every == 0:
+                    save_state()
+            bar.close()
+            epoch += 1
+            record: dict = {"epoch": epoch, "step": step}
+            if val:
+                scored = score_across_ranks(
+                    cache, model, cfg.direction, val, device, env, batch_size=cfg.batch_size
+                )
+            if val and main:
+                head = model.visibility
+                if fit_confidence(head, scored):  # fitted on val, scored on val: see README
+                    record["visibility_fit"] = [*head.weight.tolist(), head.bias.item()]  # w, b
+                else:
+                    log.warning("epoch %d validation: one visibility class only", epoch)
+                scored = with_confidence(scored, head, "visibility")
+                _, _, metrics = measure(cache, cfg.direction, val, scored, cfg.workers)
+                record.update(metrics.as_dict())
+                log.info("epoch %d validation: %s", epoch, json.dumps(metrics.as_dict()))
+                iou = metrics.iou
+                if math.isnan(iou):  # no visible pair among the validated ones: IoU undefined
+                    log.warning("epoch %d validation has no visible pair: IoU undefined", epoch)
+                    iou = float("-inf")
+                save_weights("last.pt")  # after the fit: it carries the visibility part
+                if iou > best_iou or not (out / "best.pt").exists():
+                    best_iou = max(best_iou, iou)
+                    save_weights("best.pt")
             else:
-                log.warning("epoch %d validation: one visibility class only; not fitted", epoch)
-            scored = with_confidence(scored, model.visibility, "visibility")
-            _, _, metrics = measure(cache, cfg.direction, val, scored, cfg.workers)
-            record.update(metrics.as_dict())
-            log.info("epoch %d validation: %s", epoch, json.dumps(metrics.as_dict()))
-            iou = metrics.iou
-            if math.isnan(iou):  # no visible pair among the validated ones: IoU undefined
-                log.warning("epoch %d validation has no visible pair: IoU undefined", epoch)
-                iou = float("-inf")
-            save_matcher_state(model, out / "last.pt")
-            if iou > best_iou or not (out / "best.pt").exists():
-                best_iou = max(best_iou, iou)
-                save_matcher_state(model, out / "best.pt")
-        elif main:
-            save_matcher_state(model, out / "last.pt")
-        history["epochs"].append(record)
-        save_state()
-        if main:
-            plot_curves(history, out / "curves.png")
-    prof.close()
-    if not val and main:
-        save_matcher_state(model, out / "best.pt")
+                save_weights("last.pt")  # no validation (a no-op on ranks other than 0)
+            history["epochs"].append(record)
+            save_state(Write(plot_curves, history, out / "curves.png"))
+        prof.close()
+        if not val:
+            save_weights("best.pt")
     return history
+
+
+def state_writes(
+    out: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    epoch: int,
+    step: int,
+    best_iou: float,
+    history: dict,
+) -> tuple[Write, Write]:
+    """What `--resume` needs (OUT/state.pt: model, optimiser, schedule, RNG, counters and the
+    history) and OUT/log.json, as writes for a `BackgroundSaver`."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "epoch": epoch,
+        "step": step,
+        "best_iou": best_iou,
+        "history": history,
+        "torch_rng": torch.get_rng_state(),
+    }
+    return (
+        Write(write_torch, state, out / "state.pt"),
+        Write(functools.partial(write_json, indent=1), history, out / "log.json"),
+    )
 
 
 def _load_state(path: Path) -> dict:

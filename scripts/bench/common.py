@@ -59,6 +59,9 @@ class Plan:
     # row 7: batch and steps of the watched training run
     mem_batch: int = 24
     mem_steps: int = 8
+    # row 8: steps after each checkpoint save (batch: row 3's); timed rounds
+    ckpt_steps: int = 2
+    ckpt_reps: int = 5
 
     @staticmethod
     def for_run(device: str, quick: bool) -> Plan:
@@ -79,6 +82,8 @@ class Plan:
                 eval_latency_pairs=3,
                 mem_batch=8,
                 mem_steps=2,
+                ckpt_steps=2,
+                ckpt_reps=2,
             )
         if device == "cuda":
             return Plan(
@@ -98,6 +103,8 @@ class Plan:
                 precompute_warmup=True,
                 eval_latency_pairs=20,
                 mem_steps=20,
+                ckpt_steps=10,
+                ckpt_reps=5,
             )
         return Plan()
 

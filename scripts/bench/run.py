@@ -12,6 +12,8 @@ Rows (issue "Speed to the floor"), one module each:
   8  precompute per backbone: images/s and cache bytes per image, ViT-S vs ViT-B (+ L on GPU)
   9  evaluation post-processing per CPU core (exo2ego, 9b: ego2exo), run-level vs pixel path
  10  precompute host work vs its floor (JPEG decode, npz inflate, RLE decode), per image
+ 11  training step time around a checkpoint save: background saver vs saving in the step vs
+     no save
 
 Writes the table to BENCHMARKS.md, keeping its hand-written analysis block, and every raw
 number to bench_out/bench.json.
@@ -37,6 +39,7 @@ import torch
 from bench import (
     ROOT,
     row_backbones,
+    row_checkpoint,
     row_descriptors,
     row_eval,
     row_eval_post,
@@ -64,9 +67,10 @@ ROWS = {
     8: row_backbones.run,
     9: row_eval_post.run,
     10: row_precompute_host.run,
+    11: row_checkpoint.run,
 }
 ALL_ROWS = tuple(ROWS)
-NEED_CACHE = {3, 4, 5, 6, 7}
+NEED_CACHE = {3, 4, 5, 6, 7, 11}
 NEED_DATA = NEED_CACHE | {8}
 MARKER = "<!-- analysis: written by hand, kept when bench.py rewrites this file -->"
 END_MARKER = "<!-- /analysis -->"
