@@ -13,6 +13,7 @@ from omama.precompute.descriptors import (
     box_iou,
     dense_map,
     mask_descriptors,
+    quarter_masks,
     tight_box,
     tight_boxes,
 )
@@ -244,3 +245,19 @@ def test_anchor_index_first_max_on_ties():
     assert anchor_index(cands[:3], gt) == 1  # tie between 1 and 2 -> first
     assert anchor_index(torch.from_numpy(cands[:1]), torch.from_numpy(gt)) == 0
     assert anchor_index(np.zeros((3, 4), np.float32), np.zeros(4, np.float32)) == 0
+
+
+def test_quarter_masks_from_the_worker_give_the_same_descriptors(seed):
+    """The loader worker sends masks already resized to the dense map: same bits."""
+    rng = np.random.default_rng(seed)
+    for crop in ((70, 98), (126, 224), (56, 56)):
+        h, w = crop[0] // 4, crop[1] // 4
+        dense = torch.from_numpy(rng.standard_normal((8, h, w)).astype(np.float32))
+        masks = (rng.random((5, *crop)) < 0.2).astype(np.uint8)
+        masks[1] = 0  # an empty mask
+        boxes = torch.from_numpy(tight_boxes(masks))
+        small = quarter_masks(masks)
+        assert small.shape == (5, h, w) and small.dtype == np.uint8
+        want = mask_descriptors(dense, torch.from_numpy(masks), boxes)
+        got = mask_descriptors(dense, torch.from_numpy(small), boxes, crop)
+        assert torch.equal(got, want)

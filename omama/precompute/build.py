@@ -85,12 +85,16 @@ class PrepareDataset(Dataset):
             obj_masks.append(resize_mask(rle.decode(r, where), hw))
             obj_rle.append(json.dumps(r))
         out["obj_rle"] = obj_rle
-        out["obj_masks"] = np.stack(obj_masks) if obj_masks else np.zeros((0, *hw), dtype=np.uint8)
+        objs = np.stack(obj_masks) if obj_masks else np.zeros((0, *hw), dtype=np.uint8)
+        # what the main process needs of the masks: boxes, emptiness, the quarter-size masks
+        out["obj_boxes"] = descriptors.tight_boxes(objs)
+        out["obj_nonempty"] = objs.any(axis=(1, 2))
+        out["obj_small"] = descriptors.quarter_masks(objs)
         if job.need_cands:
             masks, boxes = load_candidates(
                 self.masks_dir, job.take, job.cam, job.frame, hw, orig_hw
             )
-            out["cand_masks"] = masks
+            out["cand_small"] = descriptors.quarter_masks(masks)
             out["cand_boxes"] = boxes
             out["cand_adj"] = adjacency.candidate_adjacency(masks, order=2)
             out["cand_rle"] = [json.dumps(rle.encode(m)) for m in masks]
@@ -140,8 +144,9 @@ def image_record(
     h, w = item["hw"]
     obj_desc = descriptors.mask_descriptors(
         dense,
-        torch.from_numpy(item["obj_masks"]).to(dense.device),
+        torch.from_numpy(item["obj_small"]).to(dense.device),
         torch.as_tensor(obj_boxes).to(dense.device),
+        (h, w),
     )
     return ImageRecord(
         tokens=stored.tokens,
@@ -158,10 +163,10 @@ def image_record(
 
 def candidate_record(item: dict, dense: torch.Tensor, obj_boxes: np.ndarray) -> CandidateRecord:
     """The candidate record of a prepared destination image."""
-    masks = torch.from_numpy(item["cand_masks"]).to(dense.device)
+    masks = torch.from_numpy(item["cand_small"]).to(dense.device)
     boxes = torch.from_numpy(item["cand_boxes"]).to(dense.device)
-    cand_desc = descriptors.mask_descriptors(dense, masks, boxes)
-    nonempty = item["obj_masks"].any(axis=(1, 2))
+    cand_desc = descriptors.mask_descriptors(dense, masks, boxes, item["hw"])
+    nonempty = item["obj_nonempty"]
     anchor = np.full(len(nonempty), -1, dtype=np.int32)
     for k in np.flatnonzero(nonempty):
         anchor[k] = descriptors.anchor_index(item["cand_boxes"], obj_boxes[k])
@@ -220,7 +225,7 @@ def build(
             # a later run matches one computed together with the image
             grid = (hw[0] // spec.patch, hw[1] // spec.patch)
             dense = descriptors.dense_map(toks, grid, spec.patch)
-            obj_boxes = descriptors.tight_boxes(torch.from_numpy(item["obj_masks"]))
+            obj_boxes = item["obj_boxes"]
             job = item["job"]
             if stored is not None:
                 writer.add_image(job.key, image_record(item, stored, dense, obj_boxes, spec.patch))
@@ -230,16 +235,17 @@ def build(
                     cfg.direction, job.key, candidate_record(item, dense, obj_boxes)
                 )
                 built.candidate_sets += 1
+            bar.update(1)  # counted when written: computed and stored
 
     try:
         with tqdm(total=len(jobs), desc="precompute", unit="img", dynamic_ncols=True) as bar:
             for item in loader:
-                bar.update(1)
                 if "error" in item:
                     if not cfg.skip_bad:
                         raise OmamaError(item["error"])
                     log.warning("skipping bad item: %s", item["error"])
                     built.bad.append({"key": item["job"].key, "error": item["error"]})
+                    bar.update(1)
                     continue
                 buckets[item["hw"]].append(item)
                 if len(buckets[item["hw"]]) >= cfg.batch_size:

@@ -35,10 +35,10 @@ import torch
 from pycocotools import mask as mask_utils
 
 from bench.common import Ctx, Row, median
+from omama.backbones import DEFAULT_BACKBONE
 from omama.cache.quant import store_tokens
 from omama.cache.records import image_key
 from omama.cache.writer import ShardWriter
-from omama.constants import PATCH, TOKEN_DIM
 from omama.dataset.candidates import candidate_paths
 from omama.dataset.layout import Annotations, image_path
 from omama.precompute import descriptors
@@ -47,6 +47,7 @@ from omama.precompute.jobs import Job
 from omama.precompute.options import PrecomputeConfig
 from omama.synth import SynthConfig, generate
 
+PATCH, WIDTH = DEFAULT_BACKBONE.patch, DEFAULT_BACKBONE.width
 log = logging.getLogger("bench")
 
 TARGET = 1.5  # host work per image at most this many times its floor, per core
@@ -117,7 +118,9 @@ class HostStage:
     def __init__(self, root: Path, ann: Annotations, images: list[Image], scratch: Path) -> None:
         self.root, self.ann, self.scratch = root, ann, scratch
         self.sets = {
-            im.masks_dir: PrepareDataset([im.job], root=root, masks_dir=im.masks_dir, ann=ann)
+            im.masks_dir: PrepareDataset(
+                [im.job], root=root, masks_dir=im.masks_dir, ann=ann, patch=PATCH
+            )
             for im in images
         }
         self.features = PrecomputeConfig().features
@@ -163,26 +166,26 @@ class HostStage:
         grid = (h // PATCH, w // PATCH)
         toks = self.tokens.get(grid)
         if toks is None:
-            toks = torch.randn(grid[0] * grid[1], TOKEN_DIM, generator=self.gen).half()
+            toks = torch.randn(grid[0] * grid[1], WIDTH, generator=self.gen).half()
             self.tokens[grid] = toks
         stored = store_tokens(toks, self.features)
         dense = self._device(lambda: descriptors.dense_map(stored.readback, grid))
-        obj_boxes = descriptors.tight_boxes(torch.from_numpy(item["obj_masks"]))
+        obj_boxes = item["obj_boxes"]
         if self.pool_apart:
             for masks, boxes in (
-                (item["obj_masks"], obj_boxes),
-                (item["cand_masks"], item["cand_boxes"]),
+                (item["obj_small"], obj_boxes),
+                (item["cand_small"], item["cand_boxes"]),
             ):
                 self._device(
                     lambda m=masks, b=boxes: descriptors.mask_descriptors(
-                        dense, torch.from_numpy(m), torch.as_tensor(b)
+                        dense, torch.from_numpy(m), torch.as_tensor(b), (h, w)
                     )
                 )
         with mock.patch.object(descriptors, "mask_descriptors", _no_pooling):
-            img = image_record(item, stored, dense, obj_boxes)
+            img = image_record(item, stored, dense, obj_boxes, PATCH)
             cand = candidate_record(item, dense, obj_boxes)
         key = item["job"].key
-        self.n_cands[key] = len(item["cand_masks"])
+        self.n_cands[key] = len(item["cand_small"])
         self.sizes.add("x".join(map(str, item["orig_hw"])))
         self.writer.add_image(key, img)
         self.writer.add_candidates("exo2ego", key, cand)
@@ -194,7 +197,9 @@ class HostStage:
             f.unlink()
 
 
-def _no_pooling(dense: torch.Tensor, masks: torch.Tensor, boxes: object) -> torch.Tensor:
+def _no_pooling(
+    dense: torch.Tensor, masks: torch.Tensor, boxes: object, crop_hw: object = None
+) -> torch.Tensor:
     """Zeros of the descriptors' shape: the records' pooling, timed apart (device work)."""
     return torch.zeros(masks.shape[0], 2 * dense.shape[0])
 
