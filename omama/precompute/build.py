@@ -1,8 +1,12 @@
 """The compute loop of one part: images read and decoded in workers, the backbone in batches of
 one size, descriptors pooled, records written to shards.
 
-    jobs -> (DataLoader workers) decode, crop, masks, adjacency
-         -> (main process) backbone -> stored tokens -> descriptors -> records -> ShardWriter
+    jobs -> (DataLoader workers) decode, crop, masks, adjacency, quarter-size masks
+         -> (main thread) backbone -> stored tokens -> descriptors -> records
+         -> (writer thread) ShardWriter: HDF5 writes, fsync, sha256, publish
+
+The writer thread takes records in order and overlaps the next batch's backbone; the shards
+are the same bytes as written inline.
 
 Each published shard is handed to the caller's `save`, which lists it (manifest.json or a
 part manifest), so a killed run keeps every listed shard and resumes from there.
@@ -12,8 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,6 +223,14 @@ def build(
     )
     buckets: dict[tuple[int, int], list[dict]] = defaultdict(list)
 
+    def store(key: str, img: ImageRecord | None, cand: CandidateRecord | None) -> None:
+        """On the writer thread: an image's records into the shard (publishing full ones)."""
+        if img is not None:
+            writer.add_image(key, img)
+        if cand is not None:
+            writer.add_candidates(cfg.direction, key, cand)
+        bar.update(1)  # counted when written: computed and stored
+
     def flush(hw: tuple[int, int]) -> None:
         items = buckets.pop(hw)
         for item, (stored, toks) in zip(items, tokens(items), strict=True):
@@ -227,16 +240,16 @@ def build(
             dense = descriptors.dense_map(toks, grid, spec.patch)
             obj_boxes = item["obj_boxes"]
             job = item["job"]
+            img = cand = None
             if stored is not None:
-                writer.add_image(job.key, image_record(item, stored, dense, obj_boxes, spec.patch))
+                img = image_record(item, stored, dense, obj_boxes, spec.patch)
                 built.images += 1
             if job.need_cands:
-                writer.add_candidates(
-                    cfg.direction, job.key, candidate_record(item, dense, obj_boxes)
-                )
+                cand = candidate_record(item, dense, obj_boxes)
                 built.candidate_sets += 1
-            bar.update(1)  # counted when written: computed and stored
+            writes.submit(store, job.key, img, cand)
 
+    writes = SerialWrites()  # HDF5 writes, fsync and hashing overlap the next batch
     try:
         with tqdm(total=len(jobs), desc="precompute", unit="img", dynamic_ncols=True) as bar:
             for item in loader:
@@ -252,10 +265,37 @@ def build(
                     flush(item["hw"])
             for hw in list(buckets):
                 flush(hw)
+            writes.drain()
         writer.close_shard()
     except BaseException:
+        writes.stop()
         writer.abort()
         raise
     finally:
         reader.close()
     return built
+
+
+class SerialWrites:
+    """Calls run in order on one thread, at most `depth` waiting (each holds an image's
+    records); the first failure is raised in the caller at its next submit or at `drain`."""
+
+    def __init__(self, depth: int = 8) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self.pending: deque[Future] = deque()
+        self.depth = depth
+
+    def submit(self, fn: Callable, *args: object) -> None:
+        while self.pending and (self.pending[0].done() or len(self.pending) >= self.depth):
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(fn, *args))
+
+    def drain(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+        self.pool.shutdown()
+
+    def stop(self) -> None:
+        """After a failure elsewhere: drop what has not started, wait for what has."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pending.clear()
