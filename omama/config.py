@@ -35,9 +35,12 @@ def opt(
     return dataclasses.field(default=default, metadata=meta)
 
 
-def default_workers() -> int:
-    """Loader workers from the CPU count: leave one core to the main process."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+def default_workers(cap: int | None = 8) -> int:
+    """Loader workers from the CPU count: leave one core to the main process (at most `cap`;
+    None: every other core, as precompute's decoding wants them)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n = max(1, (cores or 2) - 1)
+    return n if cap is None else min(cap, n)
 
 
 def default_device() -> str:

@@ -34,7 +34,11 @@ class PrecomputeConfig:
     seed: int = opt(0, "seed of the --pairs-fraction subset and of the random-init backbone")
     device: str = opt(default_device(), "cpu or cuda", ("cpu", "cuda"))
     batch_size: int = opt(16, "images per backbone batch", low=1)
-    workers: int = opt(default_workers(), "CPU workers decoding images and masks", low=0)
+    workers: int = opt(
+        default_workers(cap=None),
+        "CPU workers decoding images and masks (default: every core but one)",
+        low=0,
+    )
     skip_bad: bool = opt(False, "log bad items to CACHE/reports/ and carry on instead of stopping")
     shard_records: int = opt(256, "records per HDF5 shard before a new shard starts", low=1)
     features: str = opt(
