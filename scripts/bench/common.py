@@ -48,7 +48,7 @@ class Plan:
     # row 3: batch, warm-up and timed steps
     step_batch: int = 12
     step_warm: int = 1
-    step_count: int = 5
+    step_count: int = 20
     # row 4: repeats of every pass; batches per loader pass
     read_reps: int = 3
     read_batches: int = 3
@@ -59,9 +59,9 @@ class Plan:
     # row 7: batch and steps of the watched training run
     mem_batch: int = 24
     mem_steps: int = 8
-    # row 8: steps after each checkpoint save (batch: row 3's); timed rounds
+    # row 11: steps after each checkpoint save (batch: row 3's); timed rounds
     ckpt_steps: int = 2
-    ckpt_reps: int = 5
+    ckpt_reps: int = 10
 
     @staticmethod
     def for_run(device: str, quick: bool) -> Plan:

@@ -216,7 +216,7 @@ def run(ctx: Ctx) -> list[Row]:
     ann = Annotations(root)
     for im in images:  # the annotation files are parsed once per run, not per image
         ann.masks(im.job.take)
-    rounds = 2 if ctx.plan.small else 3
+    rounds = 2 if ctx.plan.small else 5
     threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(1)  # per image and core: a DataLoader worker runs one thread
     cv2.setNumThreads(1)
