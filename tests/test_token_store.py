@@ -60,13 +60,3 @@ def test_training_with_and_without_the_store_is_identical(cache_dir, tmp_path):
     assert runs["0"].keys() == runs["-1"].keys()
     for key, value in runs["0"].items():
         assert torch.equal(value, runs["-1"][key]), key
-
-
-def test_no_loader_workers_when_a_store_feeds_a_cpu_step(cache_dir):
-    from omama.train.step import loader_workers
-
-    cache = Cache(cache_dir)
-    store = TokenStore.load(cache, cache.samples("exo2ego", "val"), CPU)
-    assert loader_workers(3, store, CPU) == 0  # they would take cores from the step
-    assert loader_workers(3, None, CPU) == 3
-    assert loader_workers(3, store, torch.device("cuda")) == 3  # they overlap a GPU step

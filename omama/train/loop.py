@@ -31,7 +31,7 @@ from omama.profiling import StepProfiler
 from omama.train import distributed as ddp
 from omama.train.curves import plot_curves
 from omama.train.saver import BackgroundSaver, Write
-from omama.train.step import TrainStep, build_optimizer, loader_workers, train_loader
+from omama.train.step import TrainStep, build_optimizer, train_loader
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +139,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
     store = TokenStore.maybe(cache, data.samples, device, cfg.token_store_gb)
     if store is not None:
         data.use_store(store.rows)
-    workers = loader_workers(cfg.workers, store, device)
-    if workers != cfg.workers:
-        log.info("token store on the CPU: batches assembled in the main process, no workers")
-    loader = train_loader(data, sampler, local_bs, workers, device)
+    loader = train_loader(data, sampler, local_bs, cfg.workers, device)
     train_step = TrainStep(net, optimizer, schedule, device, cfg.precision, store)
     prof = StepProfiler(
         cfg.profile if main else 0, out / "profile_trace.json", device, total - step

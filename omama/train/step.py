@@ -37,12 +37,6 @@ def train_loader(
     )
 
 
-def loader_workers(requested: int, store: TokenStore | None, device: torch.device) -> int:
-    """Loader workers for a run: none when a token store feeds a CPU step (a batch is then a
-    few descriptor rows, and workers would only take cores from the step), else `requested`."""
-    return 0 if store is not None and device.type == "cpu" else requested
-
-
 def build_optimizer(
     model: torch.nn.Module, lr: float, weight_decay: float, min_lr: float, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:

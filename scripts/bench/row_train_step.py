@@ -17,7 +17,7 @@ from omama.loader.sampler import EpochSampler
 from omama.loader.token_store import TokenStore
 from omama.loader.train_samples import TrainSamples
 from omama.matcher.checkpoint import build_matcher
-from omama.train.step import PREFETCH, TrainStep, build_optimizer, loader_workers, train_loader
+from omama.train.step import PREFETCH, TrainStep, build_optimizer, train_loader
 
 MEMORY_BATCHES = 4  # distinct batches the in-memory baseline cycles through
 
@@ -73,8 +73,7 @@ def run(ctx: Ctx) -> list[Row]:
     store_step = trainer_step(ctx, stored, total_steps=10 * (warm + count), store=store)
 
     def from_cache(samples: TrainSamples = data, run=step) -> tuple[float, float]:
-        n_workers = loader_workers(workers, store if samples is stored else None, dev)
-        loader_it = iter(loader(n_workers, samples))
+        loader_it = iter(loader(workers, samples))
         pids = [w.pid for w in getattr(loader_it, "_workers", [])]
         for _ in range(warm):
             run(next(loader_it))
@@ -124,8 +123,8 @@ def run(ctx: Ctx) -> list[Row]:
         ),
         Row(
             row="3s",
-            what=f"training step fed by the token store ({loader_workers(workers, store, dev)} "
-            f"workers; the split's tokens resident on {dev.type}), batch {b}",
+            what=f"training step fed by the token store ({workers} workers send rows and "
+            f"descriptors; the split's tokens resident on {dev.type}), batch {b}",
             project=f"{b / from_store:.1f} samples/s",
             baseline=f"{b / mem:.1f} samples/s (batches in memory)",
             ratio=mem / from_store,
