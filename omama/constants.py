@@ -50,3 +50,8 @@ def direction_info(direction: str) -> Direction:
 def is_ego(cam: str) -> bool:
     """Ego-Exo4D names the egocentric (Aria) camera `aria*`; every other camera is exo."""
     return "aria" in cam
+
+
+# Temperature of the matching loss, CE(sims / TEMPERATURE) (the reference's 0.07); the
+# visibility confidence reads the model's own probabilities at the same temperature.
+TEMPERATURE = 0.07

@@ -15,11 +15,12 @@ from omama.predict.scoring import Scored, with_confidence
 
 
 def _plain_features(sims: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    out = np.zeros((len(sims), 2), np.float32)
+    out = np.zeros((len(sims), 3), np.float32)
     for i, (row, ok) in enumerate(zip(sims, valid, strict=True)):
-        s = sorted(row[ok], reverse=True)
+        s = sorted(row[ok].astype(np.float64), reverse=True)
         if s:
-            out[i] = (s[0], s[0] - s[1] if len(s) > 1 else 0.0)
+            p1 = 1 / sum(np.exp((v - s[0]) / 0.07) for v in s)  # the model's softmax at its T
+            out[i] = (s[0], s[0] - s[1] if len(s) > 1 else 0.0, p1)
     return out
 
 
@@ -30,8 +31,8 @@ def test_features_match_a_plain_sort(seed):
     valid[0], valid[1] = False, False
     valid[1, 3] = True  # one candidate: margin 0
     got = visibility_features(torch.from_numpy(sims), torch.from_numpy(valid)).numpy()
-    np.testing.assert_allclose(got, _plain_features(sims, valid), rtol=0, atol=1e-7)
-    assert got[0].tolist() == [0.0, 0.0] and got[1, 1] == 0.0
+    np.testing.assert_allclose(got, _plain_features(sims, valid), rtol=0, atol=1e-6)
+    assert got[0].tolist() == [0.0, 0.0, 0.0] and got[1, 1] == 0.0 and got[1, 2] == 1.0
 
 
 def _balanced_gradient(x: np.ndarray, y: np.ndarray, theta: np.ndarray, l2: float) -> np.ndarray:
@@ -61,17 +62,17 @@ def test_fit_is_the_balanced_optimum(seed):
     assert fit_visibility(torch.from_numpy(x).float(), torch.ones(len(y))) is None
 
 
-def _scored(features: list[tuple[float, float]]) -> list[Scored]:
+def _scored(features: list[tuple[float, float, float]]) -> list[Scored]:
     return [Scored(None, 0, 0.3, (0,) * 5, 3, f) for f in features]  # type: ignore[arg-type]
 
 
 def test_confidence_is_the_fitted_decision():
     head = VisibilityHead()
-    scored = _scored([(0.9, 0.2), (0.1, 0.0), (0.6, 0.05)])
+    scored = _scored([(0.9, 0.2, 0.8), (0.1, 0.0, 0.1), (0.6, 0.05, 0.3)])
     assert with_confidence(scored, head, "visibility") == scored  # unfitted: the reference's
-    head.set(torch.tensor([4.0, 10.0]), -2.5)
+    head.set(torch.tensor([4.0, 10.0, 1.0]), -2.8)
     got = with_confidence(scored, head, "visibility")
-    logits = [4 * a + 10 * m - 2.5 for a, m in (s.features for s in scored)]
+    logits = [4 * a + 10 * m + p - 2.8 for a, m, p in (s.features for s in scored)]
     assert [g.confidence > 0.5 for g in got] == [v > 0 for v in logits] == [True, False, True]
     assert got[0].confidence == pytest.approx(1 / (1 + np.exp(-logits[0])), rel=1e-6)
     assert with_confidence(scored, head, "reference") == scored
@@ -79,11 +80,11 @@ def test_confidence_is_the_fitted_decision():
 
 def test_fitted_part_round_trips_and_old_checkpoints_load_unfitted(tmp_path, caplog):
     model = OMaMaMatcher((4, 4), (3, 5))
-    model.visibility.set(torch.tensor([1.5, -0.5]), 0.25)
+    model.visibility.set(torch.tensor([1.5, -0.5, 2.0]), 0.25)
     save_matcher_state(model, tmp_path / "fitted.pt")
     back = OMaMaMatcher((4, 4), (3, 5))
     load_matcher_state(back, tmp_path / "fitted.pt")
-    assert back.visibility.fitted and back.visibility.weight.tolist() == [1.5, -0.5]
+    assert back.visibility.fitted and back.visibility.weight.tolist() == [1.5, -0.5, 2.0]
     old = {k: v for k, v in model.state_dict().items() if k not in OPTIONAL_KEYS}
     torch.save(old, tmp_path / "released_style.pt")  # as O-MaMa's file: no visibility part
     with caplog.at_level("INFO"):

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.init import trunc_normal_
 
 from omama.backbones import DEFAULT_BACKBONE, Backbone
+from omama.constants import TEMPERATURE
 from omama.matcher.attention import ORDERS, ContextAttention
 from omama.matcher.visibility import VisibilityHead
 
@@ -113,7 +114,7 @@ def matching_loss(
     sims: torch.Tensor,
     pos_index: torch.Tensor,
     visible: torch.Tensor,
-    temperature: float = 0.07,
+    temperature: float = TEMPERATURE,
 ) -> torch.Tensor:
     """Batch mean of CE(sims / temperature, positive) * visible.
 

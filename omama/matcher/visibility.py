@@ -6,12 +6,14 @@ s1 > 0, true for almost every pair: its balanced accuracy is 50 % by constructio
 
 The matcher already says what visibility needs. When the object is in the destination,
 one candidate is it and scores high, well above the rest; when it is not, the best
-candidate is only the most similar other object. So each pair gets two features of its
-candidate scores (valid candidates only):
+candidate is only the most similar other object. So each pair gets three features of its
+candidate scores s (valid candidates only):
 
-    x = (s1, s1 - s2),   s2 the second best (s1 - s2 = 0 with a single candidate),
+    x = (s1, s1 - s2, p1),   p1 = softmax(s / T)[best] = 1 / sum_j exp((s_j - s1) / T),
 
-and a logistic model p(visible | x) = sigmoid(w . x + b) is fitted on the validation
+s2 the second best (s1 - s2 = 0 with a single candidate) and T the matching loss's
+temperature, so p1 is the trained model's own probability that the best candidate is the
+positive. A logistic model p(visible | x) = sigmoid(w . x + b) is fitted on the validation
 split's scores after each epoch, weighting both classes equally (the metric is balanced),
 with a small L2 penalty on w:
 
@@ -31,16 +33,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from omama.constants import TEMPERATURE
+
 CONFIDENCES = ("visibility", "reference")  # what omama-eval --confidence writes
-N_FEATURES = 2  # (s1, s1 - s2)
+N_FEATURES = 3  # (s1, s1 - s2, p1)
 _L2 = 1e-3
 _NEWTON_STEPS = 50
 
 
 def visibility_features(sims: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """[B, N] candidate scores -> [B, 2] float32 (s1, s1 - s2) over the valid candidates.
-
-    A row with one valid candidate has margin 0; a row with none gets (0, 0)."""
+    """[B, N] candidate scores -> [B, 3] float32 (s1, s1 - s2, p1) over the valid candidates
+    (p1 at the matching loss's temperature). A row with one valid candidate has margin 0 and
+    p1 = 1; a row with none gets (0, 0, 0)."""
     scores = sims.detach().float()
     ok = torch.ones_like(scores, dtype=torch.bool) if valid is None else valid.bool()
     scores = scores.masked_fill(~ok, float("-inf"))
@@ -50,12 +54,14 @@ def visibility_features(sims: torch.Tensor, valid: torch.Tensor | None = None) -
     s1 = torch.where(n > 0, top[:, 0], torch.zeros_like(top[:, 0]))
     s2 = top[:, 1] if k == 2 else s1
     margin = torch.where(n > 1, s1 - s2, torch.zeros_like(s1))
-    return torch.stack([s1, margin], dim=1)
+    p1 = torch.softmax(scores / TEMPERATURE, dim=1).amax(dim=1)
+    p1 = torch.where(n > 0, p1, torch.zeros_like(p1))
+    return torch.stack([s1, margin, p1], dim=1)
 
 
 def fit_visibility(x: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, float] | None:
     """Class-balanced, L2-penalised logistic regression of `visible` on the features `x`
-    [n, 2] by Newton's method in float64. Returns (w [2], b), or None when the labels hold
+    [n, F] by Newton's method in float64. Returns (w [F], b), or None when the labels hold
     one class only (nothing to separate)."""
     xd = x.detach().to(torch.float64).cpu()
     y = visible.detach().to(torch.float64).cpu().flatten()
@@ -75,7 +81,7 @@ def fit_visibility(x: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor
 
 
 class VisibilityHead(nn.Module):
-    """The fitted logistic model, kept in the checkpoint as `visibility.weight` [2],
+    """The fitted logistic model, kept in the checkpoint as `visibility.weight` [3],
     `visibility.bias` [1] and `visibility.fitted_flag` [1] (a checkpoint without them loads
     unfitted, and the confidence stays the reference's)."""
 
@@ -100,7 +106,7 @@ class VisibilityHead(nn.Module):
         self.fitted_flag.fill_(1.0)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """[B, 2] features -> [B] probability that the object is visible."""
+        """[B, 3] features -> [B] probability that the object is visible."""
         w = self.weight.to(features.device, torch.float32)
         b = self.bias.to(features.device, torch.float32)
         return torch.sigmoid(features.float() @ w + b)

@@ -34,7 +34,7 @@ class Scored:
     confidence: float  # sigmoid(best cosine), the reference's, until `with_confidence`
     top5: tuple[int, ...]
     n_cands: int
-    features: tuple[float, float] = (0.0, 0.0)  # visibility features (s1, s1 - s2)
+    features: tuple[float, ...] = (0.0, 0.0, 0.0)  # visibility features (s1, s1 - s2, p1)
 
 
 @torch.inference_mode()
@@ -77,7 +77,7 @@ def score_samples(
                 float(conf[j]),
                 tuple(int(t) for t in top5[j]),
                 int(counts[j]),
-                (float(feats[j, 0]), float(feats[j, 1])),
+                tuple(float(f) for f in feats[j]),
             )
         if on_batch is not None:
             on_batch()
