@@ -9,9 +9,8 @@ frame that is ~1,000 intervals instead of 8.3 M pixels, so resizing it to the of
 
 Every result is equal to the pixel path it replaces (tests check it):
 
-- `parse_counts` reads the compressed counts string exactly as pycocotools' ``rleFrString``
-  does (5 data bits per character, a continuation bit, a sign bit, and each run from the
-  third on stored as a difference to the run two before it);
+- `omama.rle.parse_counts` reads the compressed counts string exactly as pycocotools'
+  ``rleFrString`` does;
 - `resize_intervals` is ``cv2.resize(mask, (tw, th), interpolation=cv2.INTER_NEAREST)``: a
   nearest resize picks one source row per target row and one source column per target
   column, and `nearest_maps` asks cv2 itself which ones (resizing index images of the same
@@ -30,38 +29,9 @@ from pycocotools import mask as mask_utils
 
 from omama import rle
 from omama.errors import OmamaError
+from omama.rle import parse_counts
 
 _EMPTY = np.zeros(0, np.int64)
-_MAX_CHARS = 12  # longer values would overflow int64 shifts: `runs_of` decodes those
-
-
-def parse_counts(counts: bytes) -> np.ndarray | None:
-    """Run lengths (int64) of a compressed counts string, or None when the string is cut
-    short or holds a negative run (`omama.rle.run_total`'s checks, vectorised) or a value
-    longer than int64 shifts allow."""
-    c = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
-    if c.size == 0:
-        return _EMPTY
-    last = (c & 0x20) == 0  # a character without the continuation bit ends a value
-    if not last[-1]:
-        return None
-    ends = np.flatnonzero(last)
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
-    lengths = ends - starts + 1
-    if lengths.max() > _MAX_CHARS:
-        return None  # valid only with padding characters pycocotools never writes
-    k = np.arange(c.size) - np.repeat(starts, lengths)  # position inside its value
-    x = np.add.reduceat((c & 0x1F) << (5 * k), starts)
-    negative = (c[ends] & 0x10) != 0
-    x[negative] -= np.left_shift(1, 5 * lengths[negative])
-    runs = x.copy()  # runs[i] = x[i] + runs[i - 2] from i = 3 on
-    runs[1::2] = np.cumsum(x[1::2])
-    runs[2::2] = np.cumsum(x[2::2])
-    if (runs < 0).any():
-        return None
-    return runs
 
 
 def runs_of(rle_dict: dict, where: str = "RLE") -> tuple[int, int, np.ndarray]:
