@@ -1,11 +1,12 @@
 """`--precision`: the number format the matcher runs in, on any device.
 
 fp32 runs as written. bf16 runs the matcher under autocast to bfloat16 (matrix products in
-bf16, reductions and the loss in fp32), about twice the matcher's speed on a recent GPU; the
-scores then differ from fp32 by about 1e-2 (BENCHMARKS.md, "Precision"), enough to change
-the chosen candidate of a few pairs in a thousand. Evaluation defaults to fp32, so the same
-weights give the same predictions on the CPU and the GPU; training defaults to bf16 on CUDA
-and fp32 elsewhere ("auto"), as before the flag existed.
+bf16, reductions and the loss in fp32), faster on a recent GPU; the best scores then differ
+from fp32 by up to a few 1e-3, enough to change the chosen candidate of 26-69 pairs in 1,000
+on the demo set, whose candidates come in near-duplicates (BENCHMARKS.md, "Precision").
+Evaluation defaults to fp32, so the same weights give the same predictions on the CPU and
+the GPU; training defaults to bf16 on CUDA and fp32 elsewhere ("auto"), as before the flag
+existed.
 """
 
 from __future__ import annotations

@@ -86,14 +86,15 @@ class TokenStore:
         cls, cache: Cache, samples: list[Sample], device: torch.device, gb: float
     ) -> TokenStore | None:
         """The store when the samples' tokens fit `gb` (see budget_bytes), else None."""
+        if gb == 0 or not samples:
+            return None
         need, budget = cls.bytes_needed(cache, samples), budget_bytes(gb, device)
-        if not samples or gb == 0 or need > budget:
-            if gb != 0 and samples:
-                log.info(
-                    "token store: %.2f GB of tokens > budget %.2f GB: tokens read per batch",
-                    need / GB,
-                    budget / GB,
-                )
+        if need > budget:
+            log.info(
+                "token store: %.2f GB of tokens > budget %.2f GB: tokens read per batch",
+                need / GB,
+                budget / GB,
+            )
             return None
         store = cls.load(cache, samples, device)
         log.info("token store: %.2f GB of tokens resident on %s", need / GB, device)
