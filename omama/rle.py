@@ -25,6 +25,43 @@ def encode(mask: np.ndarray) -> dict:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode()}
 
 
+def encode_boxed(mask: np.ndarray) -> dict:
+    """`encode` of a 2-D 0/1 mask, the same dict, reading only the box around its 1s.
+
+    A candidate mask covers a small part of its image and every pixel outside its box is 0,
+    so the runs follow from the box alone: it is cut out, transposed (COCO order is down the
+    columns), framed by a zero row above and below so no run crosses a column, and each
+    change between neighbours becomes a position in the whole image. Two changes at one
+    position cancel (a box as tall as the image, where the frame splits a run that goes on
+    into the next column) and a change at the very end is none. pycocotools then only
+    compresses the run lengths. Equal output to `encode` (`tests/test_rle.py`); about 2x
+    faster for a box a tenth of a 700x700 image, and a box over a third of the image goes to
+    `encode`, faster there."""
+    m = np.asarray(mask)
+    if m.ndim != 2 or m.size == 0:
+        return encode(m)
+    m = np.ascontiguousarray(m).astype(np.uint8, copy=False)
+    h, w = m.shape
+    c0, r0, bw, bh = cv2.boundingRect(m)  # the box of the nonzero pixels
+    if bw * bh * 3 > h * w:
+        return encode(m)  # a box this large: pycocotools' own pass is the faster one
+    if bw == 0:
+        counts = [h * w]
+    else:
+        framed = np.zeros((bw, bh + 2), np.uint8)
+        framed[:, 1:-1] = cv2.transpose(m[r0 : r0 + bh, c0 : c0 + bw])
+        flat = framed.ravel()
+        col, row = np.divmod(np.flatnonzero(flat[1:] != flat[:-1]) + 1, bh + 2)
+        pos = (c0 + col) * h + r0 + row - 1
+        if bh == h:
+            twice = np.flatnonzero(pos[1:] == pos[:-1])
+            pos = np.delete(pos, np.concatenate([twice, twice + 1]))
+        pos = pos[pos < h * w]
+        counts = np.diff(pos, prepend=0, append=h * w).tolist()
+    rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    return {"size": [h, w], "counts": rle["counts"].decode()}
+
+
 _EMPTY = np.zeros(0, np.int64)
 _MAX_CHARS = 12  # longer values would overflow int64 shifts
 

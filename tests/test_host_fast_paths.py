@@ -112,6 +112,35 @@ def test_rle_encode_matches_former_path(hw):
         np.testing.assert_array_equal(rle.decode(got), np.asarray(m).astype(np.uint8))
 
 
+def small_blobs(n: int, h: int, w: int) -> np.ndarray:
+    """Masks whose box is a small part of the image (the boxed path): blobs, strips as tall
+    or as wide as the image, single pixels, corners, empty."""
+    masks = np.zeros((n, h, w), dtype=np.uint8)
+    for i in range(n):
+        kind = i % 6
+        y, x = np.random.randint(0, h), np.random.randint(0, w)
+        if kind == 0:  # a blob with holes
+            blob = np.random.rand(min(h - y, 25), min(w - x, 25)) < 0.6
+            masks[i, y : y + blob.shape[0], x : x + blob.shape[1]] = blob
+        elif kind == 1:  # a column strip as tall as the image: runs go on across columns
+            masks[i, :, x : x + 3] = 1
+        elif kind == 2:  # a row strip as wide as the image
+            masks[i, y : y + 2, :] = 1
+        elif kind == 3:  # one pixel
+            masks[i, y, x] = 1
+        elif kind == 4:  # the last pixels of the image, then the first
+            masks[i, -3:, -2:] = 1
+            masks[i, :2, :1] = 1
+    return masks
+
+
+@pytest.mark.parametrize("hw", [(700, 700), (532, 952), (1, 1), (1, 9), (9, 1), (40, 3)])
+def test_rle_encode_boxed_matches_encode(hw):
+    masks = np.concatenate([small_blobs(24, *hw), random_masks(6, *hw)])
+    for m in list(masks) + [masks[0].astype(bool), masks[1][::-1]]:
+        assert rle.encode_boxed(m) == rle.encode(m)
+
+
 def test_rle_encode_empty_mask():
     assert rle.encode(np.zeros((0, 5), dtype=np.uint8)) == plain_encode(
         np.zeros((0, 5), dtype=np.uint8)

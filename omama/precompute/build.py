@@ -102,7 +102,7 @@ class PrepareDataset(Dataset):
             out["cand_small"] = descriptors.quarter_masks(masks)
             out["cand_boxes"] = boxes
             out["cand_adj"] = adjacency.candidate_adjacency(masks, order=2)
-            out["cand_rle"] = [json.dumps(rle.encode(m)) for m in masks]
+            out["cand_rle"] = [json.dumps(rle.encode_boxed(m)) for m in masks]
         return out
 
 

@@ -1,4 +1,4 @@
-"""Row 8: the trainer's step time around a checkpoint save. What omama-train writes every
+"""Row 11: the trainer's step time around a checkpoint save. What omama-train writes every
 `--save-every` steps (state.pt: model, AdamW state, schedule, RNG, history; and log.json),
 saved by the background saver, against the same save written inside the step (as the trainer
 did before) and against no save at all (the floor).

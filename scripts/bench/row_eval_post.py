@@ -1,4 +1,4 @@
-"""Row 8: evaluation post-processing on the host, per CPU core: from the chosen candidate of
+"""Rows 9 and 9b: evaluation post-processing on the host, per CPU core: from the chosen candidate of
 each pair to the four official metrics (choose the mask -> official size -> RLE -> challenge
 JSON -> ground truth -> metrics), the run-level path against the per-pair pixel path it
 replaced (tests/oracles.py), in the same process, interleaved.
