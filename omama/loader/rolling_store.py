@@ -1,13 +1,13 @@
 """A token store smaller than the split: image slots on the step's device, filled on demand.
 
 With the block order (`omama.loader.order`) the samples of an epoch come block after block,
-each block's images fitting half the budget. This store keeps, per role, as many image
-slots as the two largest blocks have images (and at least one batch). The loader sends each
-sample's image ids, which are stable over the whole split (the same rows as a full
-`TokenStore`, so `TrainSamples.use_store` does not change); `gather`, in the main process
-just before the step, reads any image of the batch that is not resident into a free slot or,
-when none is free, into the slot used least recently by earlier batches, then gathers the
-batch's tokens from the slots.
+each block's images fitting half the budget. This store keeps, per role, as many image slots
+as the two largest blocks have images of that role (and at least one batch), so about the
+budget (the log gives its size). The loader sends each sample's image ids, which are stable
+over the whole split (the same rows as a full `TokenStore`, so `TrainSamples.use_store` does
+not change); `gather`, in the main process just before the step, reads any image of the
+batch that is not resident into a free slot or, when none is free, into the slot used least
+recently by earlier batches, then gathers the batch's tokens from the slots.
 
 Loading only where the ids are turned into tokens is what keeps it correct whatever the
 loader does ahead of the step: its workers run in other processes and prefetch batches, but
