@@ -92,7 +92,7 @@ def plan_order(
     if order == "shuffle" or (order == "auto" and gb == 0) or not samples:
         return Plan("shuffle", None, TokenStore.maybe(cache, samples, device, gb))
     if gb == 0:
-        raise OmamaError("--order blocks keeps blocks in the token store: --token-store-gb 0")
+        raise OmamaError("--order blocks needs the token store: --token-store-gb 0 turns it off")
     budget = budget_bytes(gb, device)
     if order == "auto" and TokenStore.bytes_needed(cache, samples) <= budget:
         return Plan("shuffle", None, TokenStore.maybe(cache, samples, device, gb))
