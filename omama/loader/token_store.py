@@ -7,8 +7,9 @@ role (source images, destination images: each role has one patch grid) on that d
 loader then sends each sample's row numbers and its drawn descriptor rows only, and the step
 gathers the tokens on the device. The gathered tokens are the cache's fp16 tokens (8-bit
 caches are dequantized once, as `Cache.tokens` does per read), so batches and losses are
-the same as reading them per batch. When they do not fit, training reads them per batch as
-before, and the log says so.
+the same as reading them per batch. When they do not fit, `--order auto` trains in blocks
+of takes with a store of two blocks (`omama.loader.order`, `rolling_store`) and
+`--order shuffle` reads them per batch as before; the log says which.
 """
 
 from __future__ import annotations

@@ -57,7 +57,8 @@ class TrainSamples(Dataset):
 
     def use_store(self, rows: dict[str, dict[str, int]]) -> None:
         """Send each image's row in a `TokenStore` (`src_row`, `dst_row`) instead of its
-        tokens; the step gathers them (`TokenStore.gather`)."""
+        tokens; the step gathers them (`TokenStore.gather`, or `RollingTokenStore.gather`,
+        whose rows are the same image ids)."""
         self.store_rows = rows
 
     def __len__(self) -> int:

@@ -19,8 +19,8 @@ from omama.config import default_device, default_workers, opt, require
 from omama.constants import DIRECTIONS, SPLITS
 from omama.errors import OmamaError, bad_file
 from omama.files import write_json, write_torch
+from omama.loader.order import ORDERS, plan_order
 from omama.loader.sampler import EpochSampler
-from omama.loader.token_store import TokenStore
 from omama.loader.train_samples import TrainSamples
 from omama.matcher.checkpoint import build_matcher, matcher_weights, save_matcher_state
 from omama.precision import PRECISIONS
@@ -66,7 +66,15 @@ class TrainConfig:
         -1.0,
         "memory for the split's tokens resident on the training device, read once and "
         "gathered by the step (-1: half the free memory; 0: off; a split that does not fit "
-        "reads its tokens per batch)",
+        "reads its tokens per batch, or keeps blocks of takes with --order blocks)",
+    )
+    order: str = opt(
+        "auto",
+        "sample order: shuffle (a seeded full shuffle per epoch), blocks (blocks of whole "
+        "takes that fit half the token store, shuffled across and within blocks, the store "
+        "holding two blocks) or auto (shuffle when the split's tokens fit the store or it is "
+        "off, blocks when they do not)",
+        ORDERS,
     )
     save_every: int = opt(200, "also save the resumable state every this many steps", low=1)
     log_every: int = opt(10, "log the mean loss every this many steps", low=1)
@@ -135,12 +143,15 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
             raise bad_file(out, f"cannot create the run folder ({exc.strerror})") from None
         save_matcher_state(model, out / "init.pt")  # the untrained matcher, for comparison
     rank, world = (0, 1) if env is None else (env.rank, env.world)
-    sampler = EpochSampler(len(data), cfg.seed, rank=rank, num_replicas=world)
-    store = TokenStore.maybe(cache, data.samples, device, cfg.token_store_gb)
-    if store is not None:
-        data.use_store(store.rows)
+    plan = plan_order(cfg.order, cache, data.samples, device, cfg.token_store_gb, local_bs)
+    if history.get("order", plan.summary()) != plan.summary():  # auto follows free memory
+        log.warning("resumed with order %s, begun with %s", plan.summary(), history["order"])
+    history["order"] = plan.summary()
+    sampler = EpochSampler(len(data), cfg.seed, rank=rank, num_replicas=world, blocks=plan.blocks)
+    if plan.store is not None:
+        data.use_store(plan.store.rows)
     loader = train_loader(data, sampler, local_bs, cfg.workers, device)
-    train_step = TrainStep(net, optimizer, schedule, device, cfg.precision, store)
+    train_step = TrainStep(net, optimizer, schedule, device, cfg.precision, plan.store)
     prof = StepProfiler(
         cfg.profile if main else 0, out / "profile_trace.json", device, total - step
     )
@@ -295,6 +306,7 @@ _RUN_DEFINING = (
     "lr",
     "min_lr",
     "weight_decay",
+    "order",
 )
 
 

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from omama import precision as prec
+from omama.loader.rolling_store import RollingTokenStore
 from omama.loader.token_store import TokenStore
 from omama.loader.train_samples import TrainSamples
 from omama.matcher.model import matching_loss
@@ -61,7 +62,7 @@ class TrainStep:
         schedule: torch.optim.lr_scheduler.LRScheduler,
         device: torch.device,
         precision: str = "auto",
-        store: TokenStore | None = None,
+        store: TokenStore | RollingTokenStore | None = None,
     ) -> None:
         self.net, self.optimizer, self.schedule, self.device = net, optimizer, schedule, device
         self.precision, self.store = precision, store

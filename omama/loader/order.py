@@ -1,0 +1,109 @@
+"""Which order the training samples come in, and where their tokens live (`--order`).
+
+When the split's tokens fit the token store, the order is the plain seeded full shuffle
+(`EpochSampler`) and every image's tokens are resident (`TokenStore`). When they do not, a
+full shuffle touches nearly every image within a few batches, so no store smaller than the
+split could serve it. The block order keeps locality instead: the samples are partitioned
+into blocks of whole takes, greedily in take order, each block's images (both roles, counted
+as `TokenStore.bytes_needed` counts them) fitting half the store's budget. Each epoch visits
+the blocks in a seeded order and each block's samples in a seeded order, a pure function of
+(seed, epoch) (`sampler.block_order`, which `EpochSampler` runs when given blocks): every
+sample still comes exactly once per epoch, and ranks and mid-epoch resumes split the one
+global order as before. An image belongs to one take, so to one block: a store holding two
+blocks (`RollingTokenStore`) reads each image once per visit of its block.
+
+`--order auto` (the default) is today's shuffle when the tokens fit the budget or the store
+is off (`--token-store-gb 0`), and the block order when they do not; `shuffle` and `blocks`
+force one (`blocks` to measure what it does, see BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from omama.cache.reader import Cache
+from omama.cache.records import Sample
+from omama.errors import OmamaError
+from omama.loader.rolling_store import RollingTokenStore
+from omama.loader.token_store import GB, TokenStore, budget_bytes
+
+log = logging.getLogger(__name__)
+
+ORDERS = ("auto", "shuffle", "blocks")
+
+
+def take_blocks(cache: Cache, samples: list[Sample], budget: int) -> list[np.ndarray]:
+    """The samples' indices in blocks of whole takes, each block's tokens within `budget`
+    bytes: takes in sorted order, a take joining the current block while the block still
+    fits, else starting the next one. A take larger than the budget alone is a block of its
+    own (the rolling store then reads its images as they come)."""
+    by_take: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_take.setdefault(s.take, []).append(i)
+    blocks: list[list[int]] = []
+    used = budget + 1  # no open block yet
+    for take in sorted(by_take):
+        rows = by_take[take]
+        need = TokenStore.bytes_needed(cache, [samples[i] for i in rows])  # takes share no image
+        if need > budget:
+            log.warning(
+                "take %s alone needs %.3f GB of tokens > block budget %.3f GB",
+                take,
+                need / GB,
+                budget / GB,
+            )
+        if used + need > budget:
+            blocks.append([])
+            used = 0
+        blocks[-1] += rows
+        used += need
+    return [np.asarray(b, dtype=np.int64) for b in blocks]
+
+
+@dataclass
+class Plan:
+    """The resolved `--order` and the store that goes with it."""
+
+    order: str  # "shuffle" or "blocks"
+    blocks: list[np.ndarray] | None  # the sampler's blocks (None: the plain shuffle)
+    store: TokenStore | RollingTokenStore | None  # None: tokens read per batch
+
+    def summary(self) -> dict:
+        """What fixes the order, for the run's log."""
+        return {"order": self.order, "blocks": len(self.blocks or ())}
+
+
+def plan_order(
+    order: str,
+    cache: Cache,
+    samples: list[Sample],
+    device: torch.device,
+    gb: float,
+    batch_size: int,
+) -> Plan:
+    """Resolve `--order` against the `--token-store-gb` budget (see the module docstring);
+    `batch_size`: this rank's samples per step (the rolling store holds at least one batch)."""
+    if order not in ORDERS:
+        raise OmamaError(f"--order {order}: expected one of {', '.join(ORDERS)}")
+    if order == "shuffle" or (order == "auto" and gb == 0) or not samples:
+        return Plan("shuffle", None, TokenStore.maybe(cache, samples, device, gb))
+    if gb == 0:
+        raise OmamaError("--order blocks needs the token store: --token-store-gb 0 turns it off")
+    budget = budget_bytes(gb, device)
+    if order == "auto" and TokenStore.bytes_needed(cache, samples) <= budget:
+        return Plan("shuffle", None, TokenStore.maybe(cache, samples, device, gb))
+    blocks = take_blocks(cache, samples, budget // 2)
+    store = RollingTokenStore.for_blocks(cache, samples, blocks, device, batch_size)
+    log.info(
+        "order: %d blocks of takes (each within %.3f GB, half the store's budget); "
+        "rolling token store of %.3f GB on %s",
+        len(blocks),
+        budget / 2 / GB,
+        store.nbytes / GB,
+        device,
+    )
+    return Plan("blocks", blocks, store)
