@@ -178,9 +178,24 @@ def test_training_with_block_order_and_a_tiny_store(takes_cache, tmp_path):
     argv += ["--n-masks", "6", "--workers", "1", "--device", "cpu", "--val-split", "none"]
     assert train_main([*argv, "--order", "blocks", "--token-store-gb", f"{gb:.12f}"]) == 0
     log = json.loads((out / "log.json").read_text())
-    assert log["order"] == {"order": "blocks", "blocks": 4}
+    assert log["order"] == {"order": "blocks", "blocks": 4, "budget": int(gb * GB)}
     assert log["config"]["order"] == "blocks"
     losses = [s["loss"] for s in log["steps"]]
     assert len(log["epochs"]) == 1 and all(np.isfinite(losses))
     weights = torch.load(out / "last.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_a_recorded_budget_gives_the_same_blocks(takes_cache):
+    """`auto` resolves against the free memory; a resumed run passes the order and budget its
+    log recorded, and gets the same blocks whatever `--token-store-gb` says now (0 included),
+    so the rest of an epoch comes in the order its first part did."""
+    cache = Cache(takes_cache)
+    samples = cache.samples("exo2ego", "train")
+    begun = plan_order("auto", cache, samples, CPU, _one_take_gb(cache, samples), 3)
+    assert begun.order == "blocks" and len(begun.blocks) == 4
+    rec = begun.summary()
+    for gb in (-1.0, 0.0):
+        again = plan_order(rec["order"], cache, samples, CPU, gb, 3, rec["budget"])
+        assert again.summary() == rec
+        assert all(np.array_equal(a, b) for a, b in zip(again.blocks, begun.blocks, strict=True))

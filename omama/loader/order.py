@@ -71,10 +71,11 @@ class Plan:
     order: str  # "shuffle" or "blocks"
     blocks: list[np.ndarray] | None  # the sampler's blocks (None: the plain shuffle)
     store: TokenStore | RollingTokenStore | None  # None: tokens read per batch
+    budget: int | None = None  # the store's budget in bytes the blocks were made for
 
     def summary(self) -> dict:
-        """What fixes the order, for the run's log."""
-        return {"order": self.order, "blocks": len(self.blocks or ())}
+        """What fixes the order, for the run's log (and a resumed run's `plan_order`)."""
+        return {"order": self.order, "blocks": len(self.blocks or ()), "budget": self.budget}
 
 
 def plan_order(
@@ -84,16 +85,19 @@ def plan_order(
     device: torch.device,
     gb: float,
     batch_size: int,
+    budget: int | None = None,
 ) -> Plan:
     """Resolve `--order` against the `--token-store-gb` budget (see the module docstring);
-    `batch_size`: this rank's samples per step (the rolling store holds at least one batch)."""
+    `batch_size`: this rank's samples per step (the rolling store holds at least one batch).
+    A resumed run passes the order and budget its log recorded (`Plan.summary`), so its
+    epochs keep their order whatever the free memory is now."""
     if order not in ORDERS:
         raise OmamaError(f"--order {order}: expected one of {', '.join(ORDERS)}")
     if order == "shuffle" or (order == "auto" and gb == 0) or not samples:
         return Plan("shuffle", None, TokenStore.maybe(cache, samples, device, gb))
-    if gb == 0:
+    if gb == 0 and budget is None:
         raise OmamaError("--order blocks needs the token store: --token-store-gb 0 turns it off")
-    budget = budget_bytes(gb, device)
+    budget = budget_bytes(gb, device) if budget is None else budget
     if order == "auto" and TokenStore.bytes_needed(cache, samples) <= budget:
         return Plan("shuffle", None, TokenStore.maybe(cache, samples, device, gb))
     blocks = take_blocks(cache, samples, budget // 2)
@@ -106,4 +110,4 @@ def plan_order(
         store.nbytes / GB,
         device,
     )
-    return Plan("blocks", blocks, store)
+    return Plan("blocks", blocks, store, budget)

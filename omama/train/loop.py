@@ -143,9 +143,16 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
             raise bad_file(out, f"cannot create the run folder ({exc.strerror})") from None
         save_matcher_state(model, out / "init.pt")  # the untrained matcher, for comparison
     rank, world = (0, 1) if env is None else (env.rank, env.world)
-    plan = plan_order(cfg.order, cache, data.samples, device, cfg.token_store_gb, local_bs)
-    if history.get("order", plan.summary()) != plan.summary():  # auto follows free memory
-        log.warning("resumed with order %s, begun with %s", plan.summary(), history["order"])
+    begun = history.get("order", {})  # a resumed run keeps the order it began with
+    plan = plan_order(
+        begun.get("order", cfg.order),
+        cache,
+        data.samples,
+        device,
+        cfg.token_store_gb,
+        local_bs,
+        begun.get("budget"),
+    )
     history["order"] = plan.summary()
     sampler = EpochSampler(len(data), cfg.seed, rank=rank, num_replicas=world, blocks=plan.blocks)
     if plan.store is not None:
