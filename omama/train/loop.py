@@ -65,8 +65,8 @@ class TrainConfig:
     token_store_gb: float = opt(
         -1.0,
         "memory for the split's tokens resident on the training device, read once and "
-        "gathered by the step (-1: half the free memory; 0: off; a split that does not fit "
-        "reads its tokens per batch, or keeps blocks of takes with --order blocks)",
+        "gathered by the step (-1: half the free memory; 0: off, tokens read per batch; a "
+        "split that does not fit is trained in blocks of takes, see --order)",
     )
     order: str = opt(
         "auto",
