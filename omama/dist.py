@@ -122,6 +122,16 @@ def all_reduce_sum(env: DistEnv | None, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def all_min(env: DistEnv | None, value: int, device: torch.device) -> int:
+    """The smallest `value` over ranks (`value` itself for a single process); `device` is
+    the rank's own (NCCL reduces CUDA tensors only)."""
+    if env is None:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    td.all_reduce(t, op=td.ReduceOp.MIN)
+    return int(t.item())
+
+
 def gather_to_main(env: DistEnv | None, obj: Any) -> list[Any] | None:
     """Every rank's `obj` in rank order on rank 0, None elsewhere (`[obj]` alone)."""
     if env is None:

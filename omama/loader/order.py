@@ -89,8 +89,9 @@ def plan_order(
 ) -> Plan:
     """Resolve `--order` against the `--token-store-gb` budget (see the module docstring);
     `batch_size`: this rank's samples per step (the rolling store holds at least one batch).
-    A resumed run passes the order and budget its log recorded (`Plan.summary`), so its
-    epochs keep their order whatever the free memory is now."""
+    `budget` (bytes) replaces the one `gb` gives: the smallest over DDP ranks, so every rank
+    resolves the same order, or, for a resumed run, the one its log recorded
+    (`Plan.summary`), so its epochs keep their order whatever the free memory is now."""
     if order not in ORDERS:
         raise OmamaError(f"--order {order}: expected one of {', '.join(ORDERS)}")
     if order == "shuffle" or (order == "auto" and gb == 0) or not samples:

@@ -21,6 +21,7 @@ from omama.errors import OmamaError, bad_file
 from omama.files import write_json, write_torch
 from omama.loader.order import ORDERS, plan_order
 from omama.loader.sampler import EpochSampler
+from omama.loader.token_store import budget_bytes
 from omama.loader.train_samples import TrainSamples
 from omama.matcher.checkpoint import build_matcher, matcher_weights, save_matcher_state
 from omama.precision import PRECISIONS
@@ -144,6 +145,9 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
         save_matcher_state(model, out / "init.pt")  # the untrained matcher, for comparison
     rank, world = (0, 1) if env is None else (env.rank, env.world)
     begun = history.get("order", {})  # a resumed run keeps the order it began with
+    budget = begun.get("budget")
+    if budget is None and cfg.token_store_gb != 0:  # one budget for all ranks: one order
+        budget = dist.all_min(env, budget_bytes(cfg.token_store_gb, device), device)
     plan = plan_order(
         begun.get("order", cfg.order),
         cache,
@@ -151,7 +155,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
         device,
         cfg.token_store_gb,
         local_bs,
-        begun.get("budget"),
+        budget,
     )
     history["order"] = plan.summary()
     sampler = EpochSampler(len(data), cfg.seed, rank=rank, num_replicas=world, blocks=plan.blocks)
