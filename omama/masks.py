@@ -71,3 +71,16 @@ def row_col_counts(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows[i] = cv2.reduce(one, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[:, 0]
         cols[i] = cv2.reduce(one, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[0]
     return rows, cols
+
+
+def count_boxes(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Pixel boxes from `row_col_counts`: int64 [N, 4] (x, y, w, h) as `cv2.boundingRect`
+    gives them (w, h counting pixels, so +1 over `tight_boxes`); an empty mask gives zeros."""
+    r, c = np.asarray(rows) > 0, np.asarray(cols) > 0
+    h, w = r.shape[1], c.shape[1]
+    y0, x0 = r.argmax(axis=1), c.argmax(axis=1)
+    y1 = h - 1 - r[:, ::-1].argmax(axis=1)
+    x1 = w - 1 - c[:, ::-1].argmax(axis=1)
+    out = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1], axis=1).astype(np.int64)
+    out[~r.any(axis=1)] = 0
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -25,8 +27,9 @@ def encode(mask: np.ndarray) -> dict:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode()}
 
 
-def encode_boxed(mask: np.ndarray) -> dict:
-    """`encode` of a 2-D 0/1 mask, the same dict, reading only the box around its 1s.
+def encode_boxed(mask: np.ndarray, box: Sequence[int] | None = None) -> dict:
+    """`encode` of a 2-D 0/1 mask, the same dict, reading only the box around its 1s
+    (`box`: (x, y, w, h) as `cv2.boundingRect` gives it, when the caller has it already).
 
     A candidate mask covers a small part of its image and every pixel outside its box is 0,
     so the runs follow from the box alone: it is cut out, transposed (COCO order is down the
@@ -42,7 +45,7 @@ def encode_boxed(mask: np.ndarray) -> dict:
         return encode(m)
     m = np.ascontiguousarray(m).astype(np.uint8, copy=False)
     h, w = m.shape
-    c0, r0, bw, bh = cv2.boundingRect(m)  # the box of the nonzero pixels
+    c0, r0, bw, bh = (int(v) for v in (cv2.boundingRect(m) if box is None else box))
     if bw * bh * 3 > h * w:
         return encode(m)  # a box this large: pycocotools' own pass is the faster one
     if bw == 0:

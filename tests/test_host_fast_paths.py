@@ -16,7 +16,7 @@ from omama import rle
 from omama.dataset.candidates import _as_binary_uint8
 from omama.dataset.images import resize_mask
 from omama.errors import OmamaError
-from omama.masks import row_col_counts
+from omama.masks import count_boxes, row_col_counts
 from omama.precompute.adjacency import candidate_adjacency, mask_centroids
 
 
@@ -139,6 +139,19 @@ def test_rle_encode_boxed_matches_encode(hw):
     masks = np.concatenate([small_blobs(24, *hw), random_masks(6, *hw)])
     for m in list(masks) + [masks[0].astype(bool), masks[1][::-1]]:
         assert rle.encode_boxed(m) == rle.encode(m)
+
+
+def test_count_boxes_are_bounding_rects_and_feed_the_same_rles():
+    masks = np.concatenate([small_blobs(24, 300, 200), random_masks(6, 300, 200)])
+    counts = row_col_counts(masks)
+    boxes = count_boxes(*counts)
+    for m, box in zip(masks, boxes, strict=True):
+        assert tuple(box) == cv2.boundingRect(m)
+        assert rle.encode_boxed(m, box) == rle.encode(m)
+    cent, valid = mask_centroids(masks)
+    cent2, valid2 = mask_centroids(masks, counts)
+    np.testing.assert_array_equal(cent, cent2)
+    np.testing.assert_array_equal(valid, valid2)
 
 
 def test_rle_encode_empty_mask():

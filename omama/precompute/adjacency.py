@@ -22,17 +22,19 @@ from omama.masks import row_col_counts
 log = logging.getLogger(__name__)
 
 
-def mask_centroids(masks: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def mask_centroids(
+    masks: np.ndarray | torch.Tensor, counts: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Centroids (mean y, mean x of the mask pixels) of [N, H, W] masks, without a pixel loop.
 
     Returns (centroids float64 [N, 2] as (y, x), valid bool [N]); an empty mask is not valid
-    and gets centroid (0, 0).
+    and gets centroid (0, 0). `counts`: the masks' `row_col_counts`, when already taken.
     """
     m = (masks != 0).cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
     if m.ndim != 3:
         raise ValueError(f"masks must be [N, H, W], got {m.shape}")
     n, h, w = m.shape
-    rows, cols = row_col_counts(m)  # [N, H] pixels per row, [N, W] pixels per column
+    rows, cols = row_col_counts(m) if counts is None else counts  # [N, H], [N, W] pixels
     counts = rows.sum(axis=1)
     valid = counts > 0
     ys = rows @ np.arange(h, dtype=np.int64)
@@ -106,7 +108,12 @@ def delaunay_adjacency(centroids: np.ndarray, valid: np.ndarray, order: int = 2)
     return adj
 
 
-def candidate_adjacency(masks: np.ndarray | torch.Tensor, order: int = 2) -> np.ndarray:
-    """mask_centroids + delaunay_adjacency: bool [N, N] adjacency of [N, H, W] candidate masks."""
-    cent, valid = mask_centroids(masks)
+def candidate_adjacency(
+    masks: np.ndarray | torch.Tensor,
+    order: int = 2,
+    counts: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """mask_centroids + delaunay_adjacency: bool [N, N] adjacency of [N, H, W] candidate masks
+    (`counts`: their `row_col_counts`, when already taken)."""
+    cent, valid = mask_centroids(masks, counts)
     return delaunay_adjacency(cent, valid, order=order)

@@ -38,6 +38,7 @@ from omama.dataset.candidates import load_candidates
 from omama.dataset.images import crop_size, preprocess_image, read_image, resize_mask
 from omama.dataset.layout import Annotations, default_masks_dir, image_path
 from omama.errors import OmamaError
+from omama.masks import count_boxes, row_col_counts
 from omama.precompute import adjacency, backbone, descriptors
 from omama.precompute.jobs import Job
 from omama.precompute.options import PrecomputeConfig
@@ -101,8 +102,12 @@ class PrepareDataset(Dataset):
             )
             out["cand_small"] = descriptors.quarter_masks(masks)
             out["cand_boxes"] = boxes
-            out["cand_adj"] = adjacency.candidate_adjacency(masks, order=2)
-            out["cand_rle"] = [json.dumps(rle.encode_boxed(m)) for m in masks]
+            counts = row_col_counts(masks)  # one pass: centroids and the RLEs' boxes
+            out["cand_adj"] = adjacency.candidate_adjacency(masks, order=2, counts=counts)
+            boxes = count_boxes(*counts)
+            out["cand_rle"] = [
+                json.dumps(rle.encode_boxed(m, b)) for m, b in zip(masks, boxes, strict=True)
+            ]
         return out
 
 
