@@ -38,8 +38,8 @@ def encode_boxed(mask: np.ndarray, box: Sequence[int] | None = None) -> dict:
     position cancel (a box as tall as the image, where the frame splits a run that goes on
     into the next column) and a change at the very end is none. pycocotools then only
     compresses the run lengths. Equal output to `encode` (`tests/test_host_fast_paths.py`);
-    1.6x faster over real candidate sets (bench row 10). A box over a third of the image goes
-    to `encode`, faster there."""
+    about 4x faster over real candidate sets given their boxes (bench row 10). A box over a
+    third of the image goes to `encode`, faster there."""
     m = np.asarray(mask)
     if m.ndim != 2 or m.size == 0:
         return encode(m)
