@@ -57,9 +57,17 @@ def quarter_masks(masks: np.ndarray) -> np.ndarray:
     equals `mask_descriptors(dense, m, boxes)` bit for bit: the same indices are gathered,
     and on the quarter-size masks the resize is the identity."""
     n, h, w = masks.shape
-    iy = _nearest_index(h, h // REDUCTION, torch.device("cpu")).numpy()
-    ix = _nearest_index(w, w // REDUCTION, torch.device("cpu")).numpy()
+    iy = _as_slice(_nearest_index(h, h // REDUCTION, torch.device("cpu")).numpy())
+    ix = _as_slice(_nearest_index(w, w // REDUCTION, torch.device("cpu")).numpy())
     return np.ascontiguousarray(masks[:, iy][:, :, ix])
+
+
+def _as_slice(index: np.ndarray) -> np.ndarray | slice:
+    """The same indices as a slice when they step evenly (a side divisible by 4: the
+    strided view is copied once, ~3x faster than gathering), else as they are."""
+    if len(index) > 1 and (np.diff(index) == index[1] - index[0]).all():
+        return slice(int(index[0]), int(index[-1]) + 1, int(index[1] - index[0]))
+    return index
 
 
 def context_windows(
