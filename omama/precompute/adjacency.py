@@ -35,12 +35,12 @@ def mask_centroids(
         raise ValueError(f"masks must be [N, H, W], got {m.shape}")
     n, h, w = m.shape
     rows, cols = row_col_counts(m) if counts is None else counts  # [N, H], [N, W] pixels
-    counts = rows.sum(axis=1)
-    valid = counts > 0
+    area = rows.sum(axis=1)
+    valid = area > 0
     ys = rows @ np.arange(h, dtype=np.int64)
     xs = cols @ np.arange(w, dtype=np.int64)
     cent = np.zeros((n, 2), dtype=np.float64)
-    denom = np.maximum(counts, 1).astype(np.float64)
+    denom = np.maximum(area, 1).astype(np.float64)
     cent[:, 0] = np.where(valid, ys / denom, 0.0)
     cent[:, 1] = np.where(valid, xs / denom, 0.0)
     return cent, valid
