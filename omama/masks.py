@@ -19,16 +19,8 @@ def tight_boxes(masks: np.ndarray) -> np.ndarray:
     if m.ndim != 3:
         raise ValueError(f"masks must be [N, H, W], got {m.shape}")
     m = m != 0
-    rows = m.any(axis=2)  # [N, H]
-    cols = m.any(axis=1)  # [N, W]
-    valid = rows.any(axis=1)
-    H, W = m.shape[1], m.shape[2]
-    y0 = rows.argmax(axis=1)
-    y1 = H - 1 - rows[:, ::-1].argmax(axis=1)
-    x0 = cols.argmax(axis=1)
-    x1 = W - 1 - cols[:, ::-1].argmax(axis=1)
-    out = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).astype(np.float32)
-    out[~valid] = 0
+    out = count_boxes(m.any(axis=2), m.any(axis=1)).astype(np.float32)
+    out[:, 2:] = np.maximum(out[:, 2:] - 1, 0)  # pixel counts -> extents; empty stays 0
     return out
 
 
@@ -74,8 +66,9 @@ def row_col_counts(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def count_boxes(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Pixel boxes from `row_col_counts`: int64 [N, 4] (x, y, w, h) as `cv2.boundingRect`
-    gives them (w, h counting pixels, so +1 over `tight_boxes`); an empty mask gives zeros."""
+    """Pixel boxes from `row_col_counts` (or any per-row and per-column occupancy): int64
+    [N, 4] (x, y, w, h) as `cv2.boundingRect` gives them (w, h counting pixels, so +1 over
+    `tight_boxes`); an empty mask gives zeros."""
     r, c = np.asarray(rows) > 0, np.asarray(cols) > 0
     h, w = r.shape[1], c.shape[1]
     y0, x0 = r.argmax(axis=1), c.argmax(axis=1)

@@ -28,7 +28,7 @@ import torch
 from omama.cache.reader import Cache
 from omama.cache.records import Sample
 from omama.errors import OmamaError
-from omama.loader.token_store import ROLES, role_keys
+from omama.loader.token_store import ROLES, key_rows, read_tokens, role_keys
 
 
 class RollingTokenStore:
@@ -38,7 +38,7 @@ class RollingTokenStore:
         self, cache: Cache, keys: dict[str, list[str]], slots: dict[str, int], device: torch.device
     ) -> None:
         self.cache, self.keys = cache, keys
-        self.rows = {role: {k: i for i, k in enumerate(keys[role])} for role in ROLES}
+        self.rows = key_rows(keys)
         self.tokens: dict[str, torch.Tensor] = {}
         self.slot_of: dict[str, np.ndarray] = {}  # image id -> its slot, -1 if not resident
         self.held: dict[str, np.ndarray] = {}  # slot -> image id, -1 if empty
@@ -110,14 +110,7 @@ class RollingTokenStore:
     def _read(self, role: str, ids: np.ndarray, slots: np.ndarray) -> None:
         """The images' tokens from the cache into the given slots."""
         tokens = self.tokens[role]
-        host = torch.empty((ids.size, *tokens.shape[1:]), dtype=torch.float16)
-        arrays = host.numpy()
-        records = [self.cache.image(self.keys[role][i]) for i in ids]
-        for rec in records:  # cold reads in flight together
-            self.cache.hint(rec, "tokens")
-            self.cache.hint(rec, "token_scale")
-        for j, rec in enumerate(records):
-            self.cache.tokens(rec, out=arrays[j])
+        host = read_tokens(self.cache, [self.keys[role][i] for i in ids])
         index = torch.from_numpy(slots).to(tokens.device)
         tokens.index_copy_(0, index, host.to(tokens.device))
         self.reads += int(ids.size)

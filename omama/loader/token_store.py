@@ -52,12 +52,32 @@ def role_keys(samples: list[Sample]) -> dict[str, list[str]]:
     return {"src": sorted({s.src for s in samples}), "dst": sorted({s.dst for s in samples})}
 
 
+def key_rows(keys: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """Each image's row (its id) per role: what the loader sends instead of its tokens."""
+    return {role: {k: i for i, k in enumerate(keys[role])} for role in ROLES}
+
+
+def read_tokens(cache: Cache, keys: list[str]) -> torch.Tensor:
+    """The images' fp16 tokens [len(keys), T, C] in host memory (as `Cache.tokens` reads
+    them per batch), the cold reads announced together first."""
+    records = [cache.image(k) for k in keys]
+    for rec in records:
+        cache.hint(rec, "tokens")
+        cache.hint(rec, "token_scale")
+    t, c = cache.shape(records[0], "tokens")
+    host = torch.empty((len(keys), t, c), dtype=torch.float16)
+    arrays = host.numpy()
+    for i, rec in enumerate(records):
+        cache.tokens(rec, out=arrays[i])
+    return host
+
+
 class TokenStore:
     """fp16 tokens [n_images, T, C] per role on one device, and each image's row."""
 
     def __init__(self, tokens: dict[str, torch.Tensor], keys: dict[str, list[str]]) -> None:
         self.tokens = tokens
-        self.rows = {role: {k: i for i, k in enumerate(keys[role])} for role in ROLES}
+        self.rows = key_rows(keys)
 
     @staticmethod
     def bytes_needed(cache: Cache, samples: list[Sample]) -> int:
@@ -72,15 +92,7 @@ class TokenStore:
     def load(cls, cache: Cache, samples: list[Sample], device: torch.device) -> TokenStore:
         """Read every image's tokens once into per-role tensors on `device`."""
         keys = role_keys(samples)
-        tokens = {}
-        for role in ROLES:
-            t, c = cache.shape(cache.image(keys[role][0]), "tokens")
-            host = torch.empty((len(keys[role]), t, c), dtype=torch.float16)
-            arrays = host.numpy()
-            for i, key in enumerate(keys[role]):
-                cache.tokens(key, out=arrays[i])
-            tokens[role] = host.to(device)
-        return cls(tokens, keys)
+        return cls({role: read_tokens(cache, keys[role]).to(device) for role in ROLES}, keys)
 
     @classmethod
     def maybe(
