@@ -9,8 +9,8 @@ JPEG noise; annotation.json, split.json, takes.json and pair lists equal).
 Each camera's video holds frame `30 k` = its k-th view, enlarged to the annotation size
 (the view's size times 2 for the ego camera, 4 for an exo one: 1408x1408 and 3840x2160 at
 the default sizes) by pixel repetition, which the official bilinear halving or quartering
-undoes exactly; every frame between two views is the earlier view shifted sideways, so a
-frame taken one index off shows. The video ends just after the last view
+undoes exactly; every frame between two views is the earlier view mirrored and shifted
+sideways, so a frame taken one index off shows. The video ends just after the last view
 (`(frames - 1) * 30 + 1` frames). libx264 at CRF 8 with B-frames (decode order differs from
 display order, as in real videos).
 """
@@ -72,7 +72,7 @@ def write_video(path: Path, views: list[np.ndarray], scale: int, step: int) -> i
         stream.options = {"crf": CRF, "preset": "ultrafast", "x264-params": X264_PARAMS}
         for i in range(n):
             k, off = divmod(i, step)
-            image = big[k] if off == 0 else np.roll(big[k], 2 * (off % 5 + 1), axis=1)
+            image = big[k] if off == 0 else np.roll(big[k][:, ::-1], 2 * (off % 5 + 1), axis=1)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
             for packet in stream.encode(frame):
                 container.mux(packet)
