@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from oracles import official_frames, official_pairs, plain_lzstring_decode, plain_rle_mask
+from oracles import URI_SAFE, official_frames, official_pairs, plain_lzstring_decode, plain_rle_mask
 from pycocotools import mask as mask_utils
 
 from omama.cli import prepare as prepare_cli
@@ -62,7 +62,7 @@ def test_lzstring_round_trip_and_the_plain_decoder_agree():
     texts += ["".join(chr(rng.randrange(48, 112)) for _ in range(n)) for n in (3, 40, 900, 5000)]
     for text in texts:
         encoded = compress_uri(text)
-        assert set(encoded) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-$")
+        assert set(encoded) <= set(URI_SAFE)
         assert plain_lzstring_decode(encoded) == text
         assert decompress_uri(encoded) == text
     # lz-string's documented output for this input (its base64 form without the padding)
@@ -109,7 +109,8 @@ def test_annotation_json_is_the_official_bytes(download, prepared):
                     masks[obj][cam] = {}
                     for frame, m in cam_entry["annotation"].items():
                         counts = plain_lzstring_decode(m["encodedMask"])
-                        masks[obj][cam][frame] = {"size": [m["height"], m["width"]], "counts": counts}
+                        size = [m["height"], m["width"]]
+                        masks[obj][cam][frame] = {"size": size, "counts": counts}
             ego = [c for o in masks.values() for c in o if "aria" in c][0]
             cap = cv2.VideoCapture(str(video_path(download, entry["take_name"], ego)))
             n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -155,8 +156,10 @@ def test_prepared_root_equals_the_synthetic_root(prepared, synth_root):
     for split in SPLITS:
         for setting in ("egoexo", "exoego"):
             name = f"{split}_{setting}_pairs.json"
-            fields = [[[e.rsplit("//", 5)[1:] for e in p] for p in load(d / name)] for d in
-                      (synth_root / "dataset_jsons", prepared / "dataset_jsons")]
+            fields = [
+                [[e.rsplit("//", 5)[1:] for e in p] for p in load(d / name)]
+                for d in (synth_root / "dataset_jsons", prepared / "dataset_jsons")
+            ]
             assert fields[0] == fields[1]
     ref_frames = sorted(p.relative_to(ref) for p in ref.glob("*/*/*.jpg"))
     assert ref_frames == sorted(p.relative_to(got) for p in got.glob("*/*/*.jpg"))
@@ -208,8 +211,17 @@ def test_cli_prints_a_summary_and_help_names_every_flag(download, tmp_path, caps
     with pytest.raises(SystemExit):
         prepare_cli.main(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--download", "--out", "--split", "--split-file", "--workers", "--threads",
-                 "--frames", "--skip-bad", "--min-height"):
+    for flag in (
+        "--download",
+        "--out",
+        "--split",
+        "--split-file",
+        "--workers",
+        "--threads",
+        "--frames",
+        "--skip-bad",
+        "--min-height",
+    ):
         assert flag in text
 
 
