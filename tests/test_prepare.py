@@ -20,23 +20,12 @@ from omama.constants import SPLITS
 from omama.prepare.download import relations_path, scale_of, video_path
 from omama.prepare.lzstring import LZStringError, compress_uri, decompress_uri
 from omama.prepare.run import PrepareConfig, run_prepare
-from omama.synth import SynthConfig
-from omama.synth.download import write_download
 
 SMALL = 400  # --min-height for the --small synthetic videos (460 and 800 px high)
-# the fixture root of conftest.synth_root, written as a download
-DOWNLOAD_CFG = dict(seed=0, small=True, takes=3, frames=2, objects=3)
 
 
 def load(path: Path):
     return json.loads(Path(path).read_text())
-
-
-@pytest.fixture(scope="session")
-def download(tmp_path_factory) -> Path:
-    dl = tmp_path_factory.mktemp("download") / "dl"
-    write_download(SynthConfig(**DOWNLOAD_CFG), dl)
-    return dl
 
 
 def prepare(dl: Path, root: Path, split: str, **kw) -> object:
