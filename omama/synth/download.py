@@ -70,12 +70,17 @@ def write_video(path: Path, views: list[np.ndarray], scale: int, step: int) -> i
         stream = container.add_stream("libx264", rate=30)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"crf": CRF, "preset": "ultrafast", "x264-params": X264_PARAMS}
-        for i in range(n):
-            k, off = divmod(i, step)
-            image = big[k] if off == 0 else np.roll(big[k][:, ::-1], 2 * (off % 5 + 1), axis=1)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
+        for k, image in enumerate(big):
+            # the view, then its mirror image shifted by 2, 4, ... 10 px (x264 copies each
+            # frame as it is encoded, so one VideoFrame serves every index that shows it)
+            mirrored = image[:, ::-1]
+            variants = [image] + [np.roll(mirrored, 2 * (j + 1), axis=1) for j in range(5)]
+            shown = [av.VideoFrame.from_ndarray(np.ascontiguousarray(v), "bgr24") for v in variants]
+            for off in range(step if k < len(big) - 1 else 1):
+                frame = shown[0 if off == 0 else off % 5 + 1]
+                frame.pts = k * step + off
+                for packet in stream.encode(frame):
+                    container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return n
