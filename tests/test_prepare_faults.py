@@ -252,3 +252,21 @@ def test_bad_split_file_and_relations_are_one_line(download, tmp_path, capsys):
     assert prepare_cli.main(["--download", str(empty), "--out", str(tmp_path / "r2")]) == 2
     line = one_line(capsys.readouterr().err)
     assert "relations_train.json: relations file missing" in line
+
+
+def test_a_camera_folder_short_of_frames_is_redone(download, tmp_path):
+    """What the official script leaves when killed: a take folder, camera folders with some
+    frames and one cut short, no annotation.json. The take is not taken as done; the short
+    cameras are redone."""
+    dl, root = download, tmp_path / "root"
+    done = subprocess.run(cmd_for(dl, root, "val"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    want = snapshot(root)
+    take = load(root / "processed" / "split.json")["val"][0]
+    (root / "processed" / take / "annotation.json").unlink()
+    (root / "processed" / take / "cam01" / "30.jpg").unlink()
+    cut = root / "processed" / take / "aria01" / "0.jpg"
+    cut.write_bytes(cut.read_bytes()[:100])  # a write cut short
+    done = subprocess.run(cmd_for(dl, root, "val"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert snapshot(root) == want

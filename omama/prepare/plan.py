@@ -4,10 +4,13 @@ every bad input found on the way (nothing is decoded but the masks and the video
 A take is done when `processed/{take}/annotation.json` exists: it is written last, after
 every camera folder has been published whole (renamed from `.{cam}.partial`), so a take
 killed half-way has no annotation.json and is planned again; its finished cameras are kept.
+A camera folder short of a frame, or with one cut short (one the official script was killed
+in, say), is redone.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +73,16 @@ def partial_folder(folder: Path) -> Path:
     return folder.with_name(f".{folder.name}{PARTIAL}")
 
 
+def _whole_jpeg(path: Path) -> bool:
+    """The file exists and ends with JPEG's end-of-image marker (a write cut short does not)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-2, os.SEEK_END)
+            return fh.read(2) == b"\xff\xd9"
+    except OSError:
+        return False
+
+
 def _video(ctx: PlanContext, take: str, name: str, cam: str) -> tuple[VideoInfo | None, Problem]:
     path = video_path(ctx.download, name, cam)
     scope = TAKE if is_ego(cam) else CAMERA
@@ -127,12 +140,12 @@ def plan_take(ctx: PlanContext, take: str) -> TakePlan:
             plan.problems.append(Problem(path, take, what, CAMERA, cam))
             continue
         folder = ctx.processed / take / cam
-        if folder.is_dir():
-            continue  # published by an earlier run
-        shutil.rmtree(partial_folder(folder), ignore_errors=True)  # left by a killed run
         frames = plan.subsample
         if used is not None:
             frames = sorted(used.get(cam, set()) & set(plan.subsample))
+        if folder.is_dir() and all(_whole_jpeg(folder / f"{i}.jpg") for i in frames):
+            continue  # published by an earlier run (a folder short of a frame is redone)
+        shutil.rmtree(partial_folder(folder), ignore_errors=True)  # left by a killed run
         video = video_path(ctx.download, entry["take_name"], cam)
         plan.tasks.append(Task(take, cam, video, frames, scale_of(cam), folder))
     return plan

@@ -138,6 +138,8 @@ def _camera(task: Task, min_height: int, threads: int) -> tuple[Task, int, str |
     except VideoError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         return task, 0, exc.what, exc.frame
+    if task.folder.exists():  # short of frames (planned again): replaced whole
+        shutil.rmtree(task.folder)
     os.rename(tmp, task.folder)
     return task, n, None, None
 
