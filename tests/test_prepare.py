@@ -222,3 +222,21 @@ def test_rerun_is_a_no_op(download, tmp_path):
     assert summary.frames_written == 0
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*.jpg")} == before
     shutil.rmtree(root)
+
+
+def test_many_takes_over_workers_equal_one_by_one(download, prepared, tmp_path):
+    """Every take in one split, planned and written over 2 worker processes: the same files
+    as the takes prepared one split at a time in one process."""
+    dl = Path(shutil.copytree(download, tmp_path / "dl"))
+    merged = {}
+    for split in SPLITS:
+        merged.update(load(relations_path(dl, split))["annotations"])
+    relations_path(dl, "train").write_text(json.dumps({"annotations": merged}))
+    root = tmp_path / "root"
+    summary = prepare(dl, root, "train", workers=2)
+    assert summary.takes == list(merged)
+    for take in merged:
+        for path in (prepared / "processed" / take).rglob("*"):
+            if path.is_file():
+                rel = path.relative_to(prepared)
+                assert (root / rel).read_bytes() == path.read_bytes(), rel

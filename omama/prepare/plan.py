@@ -55,7 +55,7 @@ class TakePlan:
 
 @dataclass(frozen=True)
 class PlanContext:
-    """What every take's plan reads (picklable: plans are made in worker processes)."""
+    """What every take's plan reads (forked planning workers share it)."""
 
     download: Path
     processed: Path
@@ -149,8 +149,3 @@ def plan_take(ctx: PlanContext, take: str) -> TakePlan:
         video = video_path(ctx.download, entry["take_name"], cam)
         plan.tasks.append(Task(take, cam, video, frames, scale_of(cam), folder))
     return plan
-
-
-def plan_chunk(ctx: PlanContext, takes: list[str]) -> list[TakePlan]:
-    """`plan_take` over a chunk of takes (the shape `omama.parallel.ordered_map` wants)."""
-    return [plan_take(ctx, take) for take in takes]

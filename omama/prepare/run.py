@@ -25,7 +25,6 @@ from omama.config import default_workers, opt, require
 from omama.constants import SPLITS
 from omama.errors import OmamaError, bad_file
 from omama.files import atomic_path, read_json, write_json
-from omama.parallel import ordered_map
 from omama.prepare.annotation import CAMERA, SETTINGS, Problem, take_pairs, without_cameras
 from omama.prepare.download import FULL_HEIGHT, read_relations, relations_path, takes_json_path
 from omama.prepare.plan import (
@@ -34,7 +33,7 @@ from omama.prepare.plan import (
     Task,
     annotation_file,
     partial_folder,
-    plan_chunk,
+    plan_take,
 )
 from omama.prepare.video import VideoError, extract
 
@@ -145,6 +144,26 @@ def _camera(task: Task, min_height: int, threads: int) -> tuple[Task, int, str |
 
 
 _JOB: tuple[int, int] = (FULL_HEIGHT, 1)
+_PLAN: PlanContext | None = None  # what forked planning workers read (never pickled)
+
+
+def _plan_job(take: str) -> TakePlan:
+    return plan_take(_PLAN, take)  # type: ignore[arg-type]
+
+
+def _plans(ctx: PlanContext, takes: list[str], workers: int) -> list[TakePlan]:
+    """Each take's plan, in split order, over forked workers: they share the relations file
+    read once here (a split's file can be gigabytes) instead of each receiving a copy."""
+    global _PLAN
+    if workers < 2 or len(takes) < 2:
+        return [plan_take(ctx, take) for take in takes]
+    _PLAN = ctx
+    try:
+        pool_ctx = multiprocessing.get_context("fork")
+        with pool_ctx.Pool(min(workers, len(takes))) as pool:
+            return pool.map(_plan_job, takes, chunksize=1)
+    finally:
+        _PLAN = None
 
 
 def _start(min_height: int, threads: int) -> None:
@@ -240,7 +259,7 @@ def run_prepare(cfg: PrepareConfig) -> PrepareSummary:
     with _locked(root):
         _check_settings(root, cfg.frames)
         ctx = PlanContext(dl, processed, str(rel_file), relations, cfg.frames, cfg.min_height)
-        plans = ordered_map(plan_chunk, ctx, takes, cfg.workers, chunk=1, min_items=2)
+        plans = _plans(ctx, takes, cfg.workers)
         problems = [p for plan in plans for p in plan.problems]
         _fail_or_skip(problems, cfg.skip_bad)
         live = [p for p in plans if not p.done and not p.bad_take]
