@@ -240,3 +240,15 @@ def test_many_takes_over_workers_equal_one_by_one(download, prepared, tmp_path):
             if path.is_file():
                 rel = path.relative_to(prepared)
                 assert (root / rel).read_bytes() == path.read_bytes(), rel
+
+
+def test_cli_reads_the_prepare_section_of_a_config(download, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"common:\n  seed: 3\nprepare:\n  download: {download}\n  min-height: {SMALL}\n"
+        "  workers: 1\n  frames: used\n"
+    )
+    root = tmp_path / "r"
+    assert prepare_cli.main(["--config", str(cfg), "--out", str(root), "--split", "test"]) == 0
+    assert load(root / "prepare_settings.json") == {"frames": "used"}
+    capsys.readouterr()
