@@ -13,11 +13,13 @@ done
 echo "== 3/5 train"
 omama-train --config $CFG --cache "$OUT/cache" --out "$OUT/run"
 mkdir -p "$OUT/eval"
+# the official ground truth of the test split, from the relations file omama-synth wrote
+GT=(--root "$OUT/data" --relations "$OUT/data/annotations/relations_test.json")
 echo "== 4/5 evaluate on the test split: random candidate, untrained matcher, trained matcher (fitted and reference confidence)"
-omama-eval --config $CFG --cache "$OUT/cache" --baseline random --out "$OUT/eval/random.json" --visualize 0 | tail -n 1 > "$OUT/eval/random.line"
-omama-eval --config $CFG --cache "$OUT/cache" --checkpoint "$OUT/run/init.pt" --out "$OUT/eval/untrained.json" --visualize 0 | tail -n 1 > "$OUT/eval/untrained.line"
-omama-eval --config $CFG --cache "$OUT/cache" --checkpoint "$OUT/run/best.pt" --out "$OUT/eval/trained.json" | tail -n 1 > "$OUT/eval/trained.line"
-omama-eval --config $CFG --cache "$OUT/cache" --checkpoint "$OUT/run/best.pt" --confidence reference --out "$OUT/eval/trained_refconf.json" --visualize 0 | tail -n 1 > "$OUT/eval/trained_refconf.line"
+omama-eval --config $CFG --cache "$OUT/cache" "${GT[@]}" --baseline random --out "$OUT/eval/random.json" --visualize 0 | tail -n 1 > "$OUT/eval/random.line"
+omama-eval --config $CFG --cache "$OUT/cache" "${GT[@]}" --checkpoint "$OUT/run/init.pt" --out "$OUT/eval/untrained.json" --visualize 0 | tail -n 1 > "$OUT/eval/untrained.line"
+omama-eval --config $CFG --cache "$OUT/cache" "${GT[@]}" --checkpoint "$OUT/run/best.pt" --out "$OUT/eval/trained.json" | tail -n 1 > "$OUT/eval/trained.line"
+omama-eval --config $CFG --cache "$OUT/cache" "${GT[@]}" --checkpoint "$OUT/run/best.pt" --confidence reference --out "$OUT/eval/trained_refconf.json" --visualize 0 | tail -n 1 > "$OUT/eval/trained_refconf.line"
 echo "== 5/5 results (test split; location_score: lower is better)"
 python - "$OUT/eval" <<'PY'
 import json, sys

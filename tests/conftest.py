@@ -43,6 +43,17 @@ def synth_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def download(tmp_path_factory) -> Path:
+    """`synth_root`'s takes as an Ego-Exo4D download (omama-synth --download), for
+    omama-prepare: 3 takes, 3 cameras each, 31 frames a video."""
+    from omama.synth.download import write_download
+
+    dl = tmp_path_factory.mktemp("download") / "dl"
+    write_download(SynthConfig(seed=0, small=True, takes=3, frames=2, objects=3), dl)
+    return dl
+
+
+@pytest.fixture(scope="session")
 def weights(tmp_path_factory) -> Path:
     return save_random_init(tmp_path_factory.mktemp("weights") / "dinov2_vitb14_reg4.pth", seed=0)
 

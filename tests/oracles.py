@@ -152,3 +152,143 @@ def per_pair_evaluate(pred_json: dict, gt_json: dict, direction: str, strict: bo
         n=len(scores),
         n_visibility=len(gt_vis),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Before the dataset root (omama-prepare): the Ego-Exo4D download read one bit, one run and
+# one frame at a time, by the official rules (reference section 10).
+
+URI_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-$"
+
+
+def plain_lzstring_decode(text: str) -> str:
+    """`LZString.decompressFromEncodedURIComponent`, one bit at a time as the JavaScript
+    reads them: each character is 6 bits, taken from its bit 5 down to bit 0; a value of n
+    bits is assembled lowest bit first."""
+    values = [URI_SAFE.index(ch) for ch in text.replace(" ", "+")]
+    state = {"index": 0, "mask": 32}
+
+    def read(n: int) -> int:
+        out = 0
+        for k in range(n):
+            value = values[state["index"]]
+            bit = 1 if value & state["mask"] else 0
+            state["mask"] >>= 1
+            if state["mask"] == 0:
+                state["mask"] = 32
+                state["index"] += 1
+            out += bit << k
+        return out
+
+    dictionary: dict[int, str] = {}
+    first = read(2)
+    if first == 2:
+        return ""
+    c = chr(read(8 if first == 0 else 16))
+    dictionary[3] = c
+    size, n_bits, enlarge = 4, 3, 4
+    w, result = c, [c]
+    while True:
+        code = read(n_bits)
+        if code in (0, 1):
+            dictionary[size] = chr(read(8 if code == 0 else 16))
+            size += 1
+            code = size - 1
+            enlarge -= 1
+        elif code == 2:
+            return "".join(result)
+        if enlarge == 0:
+            enlarge = 2**n_bits
+            n_bits += 1
+        if code in dictionary:
+            entry = dictionary[code]
+        elif code == size:
+            entry = w + w[0]
+        else:
+            raise ValueError("bad code")
+        result.append(entry)
+        dictionary[size] = w + entry[0]
+        size += 1
+        enlarge -= 1
+        w = entry
+        if enlarge == 0:
+            enlarge = 2**n_bits
+            n_bits += 1
+
+
+def plain_rle_mask(counts: str, height: int, width: int):
+    """A COCO compressed counts string to an H x W 0/1 mask, plainly: 5 bits a character
+    with a continuation bit and a sign bit, runs from the third on relative to the run two
+    before, runs alternating 0 and 1 down the columns."""
+    import numpy as np
+
+    runs, i = [], 0
+    while i < len(counts):
+        x, k, more = 0, 0, True
+        while more:
+            c = ord(counts[i]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            i += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    flat = np.zeros(height * width, np.uint8)
+    pos, value = 0, 0
+    for run in runs:
+        flat[pos : pos + run] = value
+        pos += run
+        value = 1 - value
+    return flat.reshape(width, height).T
+
+
+def official_pairs(data_dir: str, split_takes: list[str], annotations: dict, setting: str):
+    """Reference section 10: per take, per object that has an ego camera, per exo camera,
+    per frame annotated in the source camera (ego for egoexo, the exo camera for exoego),
+    [ego_rgb, ego_mask, exo_rgb, exo_mask] as ROOT//take//cam//obj//kind//frame."""
+    pairs = []
+    for take in split_takes:
+        masks = annotations[take]["masks"]
+        for obj in masks:
+            ego_cam = None
+            for cam in masks[obj]:
+                if "aria" in cam:
+                    ego_cam = cam
+            if ego_cam is None:
+                continue
+            for cam in masks[obj]:
+                if "aria" in cam:
+                    continue
+                source = ego_cam if setting == "egoexo" else cam
+                for idx in masks[obj][source]:
+                    pair = []
+                    for c in (ego_cam, cam):
+                        for kind in ("rgb", "mask"):
+                            pair.append(f"{data_dir}//{take}//{c}//{obj}//{kind}//{idx}")
+                    pairs.append(pair)
+    return pairs
+
+
+def official_frames(video: str, scale: int) -> dict[int, bytes]:
+    """The official frame rule with another decoder (OpenCV's FFmpeg reader): every 30th
+    frame, resized to (W // scale, H // scale) by cv2.resize's default, encoded as
+    cv2.imwrite's default JPEG."""
+    import cv2
+
+    cap = cv2.VideoCapture(video)
+    out, i = {}, 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i % 30 == 0:
+            h, w = frame.shape[:2]
+            ok, buf = cv2.imencode(".jpg", cv2.resize(frame, (w // scale, h // scale)))
+            assert ok
+            out[i] = buf.tobytes()
+        i += 1
+    cap.release()
+    return out

@@ -15,8 +15,9 @@ BASE = "base"  # the top-level modules: constants, errors, files, config, rle, d
 # What each stage may import besides itself (README, "Architecture").
 ALLOWED = {
     BASE: set(),
+    "prepare": {BASE},  # the Ego-Exo4D download -> a dataset root
     "dataset": {BASE},
-    "synth": {BASE, "dataset"},
+    "synth": {BASE, "dataset", "prepare"},  # writes a root, and a download by prepare's layout
     "cache": {BASE},
     "precompute": {BASE, "dataset", "cache"},
     "loader": {BASE, "cache"},

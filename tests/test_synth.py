@@ -362,7 +362,18 @@ def test_cli_help_names_every_flag(capsys) -> None:
 def test_cli_needs_out(tmp_path: Path, capsys) -> None:
     assert main(["--small"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "omama-synth: error: missing required option --out"
+    assert err == "omama-synth: error: missing required option --out (or --download)"
+
+
+def test_cli_download_needs_the_official_step_and_scales(tmp_path: Path, capsys) -> None:
+    dl = tmp_path / "dl"
+    assert main(["--small", "--download", str(dl), "--frame-step", "10", "--exo-scale", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "omama-synth: error: synth config: --download needs --frame-step 30 (got 10), "
+        "--exo-scale 4 (got 2)"
+    )
+    assert not dl.exists()
 
 
 def test_cli_reads_the_synth_section_of_a_config(tmp_path: Path, capsys) -> None:

@@ -103,3 +103,23 @@ def test_write_visualizations_writes_pairs_and_a_contact_sheet(cache_dir, tmp_pa
     top = vis.CAPTION_H + 10 + 28  # legend strip, padding, the tile's one-line caption strip
     got = want[top : top + vis.TILE_H, 10 : 10 + first.shape[1]]
     assert np.array_equal(got, first)
+
+
+def test_worst_k_are_the_lowest_iou_pairs_of_the_whole_split(cache_dir, tmp_path):
+    """--visualize K draws the K pairs of lowest IoU among all pairs, not the first K."""
+    cache = Cache(cache_dir)
+    samples = cache.samples("exo2ego", "test")
+    scored = random_scores(cache, "exo2ego", samples, seed=3)
+    ious = [vis.pair_iou(cache, "exo2ego", s) for s in scored]
+    seen = sorted(v for v in ious if v is not None)
+    k = 3
+    paths = vis.write_visualizations(cache, "exo2ego", scored, tmp_path / "vis", worst=k)
+    assert len(paths) == k + 1
+    # each picture is the render of the pair of that rank, plainly sorted here
+    ranked = sorted((v, i) for i, v in enumerate(ious) if v is not None)[:k]
+    assert [v for v, _ in ranked] == seen[:k]
+    for path, (v, i) in zip(paths[:k], ranked, strict=True):
+        want = cv2.cvtColor(vis.render(cache, "exo2ego", scored[i], v), cv2.COLOR_RGB2BGR)
+        assert np.array_equal(cv2.imread(str(path)), want)
+    # on this split the worst pairs are not its first ones, so the test tells the two apart
+    assert [i for _, i in ranked] != list(range(k))

@@ -6,9 +6,11 @@ import logging
 import time
 
 from omama.cli.common import run_cli
-from omama.config import parse_config, require
+from omama.config import parse_config
 from omama.constants import SPLITS
+from omama.errors import OmamaError
 from omama.synth import SETTINGS, SynthConfig, generate
+from omama.synth.download import write_download
 
 log = logging.getLogger(__name__)
 
@@ -19,15 +21,23 @@ DESCRIPTION = (
     "frame annotated) so that the rest of omama can run without "
     "the licensed data. Scenes are view-consistent: every camera sees the same textured plane "
     "and objects through its own homography, so a matcher can learn. The same --seed writes "
-    "byte-identical files."
+    "byte-identical files. --download DL writes the same takes as an Ego-Exo4D download "
+    "(videos, relations files with LZString masks, takes.json) for omama-prepare."
 )
 
 
 def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         cfg = parse_config(SynthConfig, argv, "omama-synth", DESCRIPTION)
-        require(cfg, "out")
+        if cfg.out is None and cfg.download is None:
+            raise OmamaError("missing required option --out (or --download)")
         start = time.perf_counter()
+        if cfg.download is not None:
+            splits = write_download(cfg, cfg.download)
+            takes = ", ".join(f"{s} {len(splits.get(s, []))}" for s in SPLITS)
+            print(f"synthetic Ego-Exo4D download written to {cfg.download} (takes: {takes})")
+            if cfg.out is None:
+                return 0
         summary = generate(cfg)
         log.info("generated in %.1f s", time.perf_counter() - start)
         print(f"synthetic dataset written to {summary.out}")

@@ -49,7 +49,10 @@ class EvalConfig:
     )
     metrics_out: Path | None = opt(None, "metrics JSON (default: next to --out)")
     visualize: int = opt(
-        0, "PNGs of this many pairs (query, prediction, GT) and a contact sheet, in OUT_vis", low=0
+        0,
+        "PNGs of this many pairs, those of lowest IoU in the whole split (query, prediction, "
+        "GT), and a contact sheet, worst first, in OUT_vis",
+        low=0,
     )
     mask_size: str = opt(
         "official", "predicted masks at the official 480 size or crop", ("official", "crop")
@@ -206,6 +209,6 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
     write_json(metrics.as_dict(), metrics_out, indent=1)
     if cfg.visualize:
         folder = cfg.out.with_name(cfg.out.stem + "_vis")
-        write_visualizations(cache, cfg.direction, scored[: cfg.visualize], folder)
-        log.info("%d pictures in %s", min(cfg.visualize, len(scored)), folder)
+        write_visualizations(cache, cfg.direction, scored, folder, worst=cfg.visualize)
+        log.info("%d worst pairs drawn in %s", min(cfg.visualize, len(scored)), folder)
     return metrics

@@ -182,11 +182,16 @@ def _write_png(rgb: np.ndarray, path: Path) -> None:
 
 
 def write_visualizations(
-    cache: Cache, direction: str, scored: list[Scored], folder: Path
+    cache: Cache, direction: str, scored: list[Scored], folder: Path, worst: int | None = None
 ) -> list[Path]:
-    """One PNG per pair (in input order) and `contact_sheet.png`; returns the paths written."""
+    """One PNG per pair (in input order) and `contact_sheet.png`; returns the paths written.
+    With `worst` = K: only the K pairs of lowest IoU among all of `scored` (not-visible pairs
+    after every visible one), numbered worst first."""
     folder.mkdir(parents=True, exist_ok=True)
     ious = [pair_iou(cache, direction, s) for s in scored]
+    if worst is not None:
+        keep = worst_first(ious)[:worst]
+        scored, ious = [scored[i] for i in keep], [ious[i] for i in keep]
     paths = []
     for i, (s, iou) in enumerate(zip(scored, ious, strict=True)):
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{i:03d}_{s.sample.obj}_{s.sample.frame}")

@@ -14,9 +14,10 @@ Modules, one job each:
   proposals  imperfect candidate masks and distractors
   writing    frames, annotation.json, candidate files, pair lists, split.json, takes.json,
              synth_meta.json; `generate`
+  download   the same takes as an Ego-Exo4D download (videos, relations, takes.json)
 
-Base level plus omama.dataset only: nothing here imports precompute, cache, loader, train,
-predict or metrics.
+Base level plus omama.dataset, and omama.prepare's download layout and LZString writer:
+nothing here imports precompute, cache, loader, train, predict or metrics.
 """
 
 from omama.synth.config import SynthConfig, SynthSummary

@@ -28,7 +28,7 @@ _META_NAMES = {
     "objects": "n_objects",
     "exo_cams": "n_exo_cams",
 }
-_NOT_IN_META = ("out", "overwrite")  # where and how to write, not what
+_NOT_IN_META = ("out", "download", "overwrite")  # where and how to write, not what
 # the options written as A{sep}B, with their (real, --small) values when unset
 _PAIRS = {
     "ego_hw": ("x", (704, 704), (230, 230)),
@@ -60,7 +60,13 @@ def _parse_pair(text: str | None, sep: str, what: str) -> tuple[int, int] | None
 class SynthConfig:
     """Every knob of the generator; `small` picks the test-sized images."""
 
-    out: Path | None = opt(None, "dataset root to create (ROOT); required")
+    out: Path | None = opt(None, "dataset root to create (ROOT); this or --download is required")
+    download: Path | None = opt(
+        None,
+        "also (or instead) write the same takes as an Ego-Exo4D download DL (H.264 videos at "
+        "the annotation size, 30 fps; relations files with LZString masks; takes.json), from "
+        "which omama-prepare makes the --out root again",
+    )
     seed: int = opt(0, "random seed: the same seed writes byte-identical files")
     small: bool = opt(
         False, "test-sized images and fewer candidates (see --ego-hw, --exo-hw and --n-candidates)"

@@ -24,6 +24,7 @@ import io
 import logging
 import shutil
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +227,25 @@ def relations_json(annotations: dict[str, dict], takes: list[str], frames: list[
     }
 
 
+def build_takes(
+    cfg: SynthConfig, take_seeds: list[np.random.SeedSequence]
+) -> Iterator[tuple[int, str, Take, np.random.Generator, bool]]:
+    """Each take in order: (index, split, take, its candidate generator, whether it holds the
+    portrait camera). The one order of draws, for the root and for the download alike."""
+    sizes = cfg.split_sizes()
+    split_of = [s for s in SPLITS for _ in range(sizes[s])]
+    portrait_idx = split_of.index(cfg.portrait_split) if cfg.portrait else -1
+    for i, split in enumerate(split_of):
+        scene_rng, cand_rng = (np.random.default_rng(s) for s in take_seeds[i].spawn(2))
+        take = build_take(scene_rng, cfg, i, split, portrait=i == portrait_idx)
+        yield i, split, take, cand_rng, i == portrait_idx
+
+
+def takes_meta_of(takes: list[Take]) -> list[dict[str, str]]:
+    """takes.json: each take's uid and name."""
+    return [{"take_uid": t.uid, "take_name": t.name} for t in takes]
+
+
 def generate(
     cfg: SynthConfig, out: Path | str | None = None, overwrite: bool | None = None
 ) -> SynthSummary:
@@ -246,19 +266,14 @@ def generate(
     take_seeds = seq.spawn(cfg.takes)
     subset_rng = np.random.default_rng(seq.spawn(1)[0])
 
-    sizes = cfg.split_sizes()
-    split_of = [s for s in SPLITS for _ in range(sizes[s])]
-    portrait_idx = split_of.index(cfg.portrait_split) if cfg.portrait else -1
     splits: dict[str, list[str]] = {s: [] for s in SPLITS}
     pairs: dict[str, dict[str, list]] = {s: {t: [] for t in SETTINGS} for s in SPLITS}
     annotations: dict[str, dict] = {}
     takes_meta = []
     n_images = n_files = 0
     portrait = None
-    for i, split in enumerate(split_of):
-        scene_rng, cand_rng = (np.random.default_rng(s) for s in take_seeds[i].spawn(2))
-        take = build_take(scene_rng, cfg, i, split, portrait=i == portrait_idx)
-        if i == portrait_idx:
+    for i, split, take, cand_rng, is_portrait in build_takes(cfg, take_seeds):
+        if is_portrait:
             portrait = (take.uid, take.cams[-1].name)
         take_pairs, annotations[take.uid], n_img, n_f = _write_take(
             take, cfg, out, root_str, cand_rng
@@ -266,7 +281,7 @@ def generate(
         n_images += n_img
         n_files += n_f
         splits[split].append(take.uid)
-        takes_meta.append({"take_uid": take.uid, "take_name": take.name})
+        takes_meta += takes_meta_of([take])
         for s in SETTINGS:
             pairs[split][s] += take_pairs[s]
         log.info(
