@@ -17,6 +17,7 @@ ALLOWED = {
     BASE: set(),
     "dataset": {BASE},
     "synth": {BASE, "dataset"},
+    "proposals": {BASE, "dataset"},
     "cache": {BASE},
     "precompute": {BASE, "dataset", "cache"},
     "loader": {BASE, "cache"},

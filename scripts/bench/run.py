@@ -14,6 +14,7 @@ Rows (issue "Speed to the floor"), one module each:
  10  precompute host work vs its floor (JPEG decode, npz inflate, RLE decode), per image
  11  training step time around a checkpoint save: background saver vs saving in the step vs
      no save
+ 12  omama-proposals images/s (decode .. npz writes) vs the FastSAM forward alone
 
 Writes the table to BENCHMARKS.md, keeping its hand-written analysis block, and every raw
 number to bench_out/bench.json.
@@ -47,6 +48,7 @@ from bench import (
     row_memory,
     row_precompute,
     row_precompute_host,
+    row_proposals,
     row_reads,
     row_train_step,
 )
@@ -68,10 +70,11 @@ ROWS = {
     9: row_eval_post.run,
     10: row_precompute_host.run,
     11: row_checkpoint.run,
+    12: row_proposals.run,
 }
 ALL_ROWS = tuple(ROWS)
 NEED_CACHE = {3, 4, 5, 6, 7, 11}
-NEED_DATA = NEED_CACHE | {8}
+NEED_DATA = NEED_CACHE | {8, 12}
 MARKER = "<!-- analysis: written by hand, kept when bench.py rewrites this file -->"
 END_MARKER = "<!-- /analysis -->"
 
