@@ -22,9 +22,10 @@ from oracles import reference_box, reference_reads_candidates
 from omama.cli.proposals import main as proposals_main
 from omama.dataset.candidates import load_candidates
 from omama.dataset.images import read_image
+from omama.dist import DistEnv
 from omama.errors import OmamaError
 from omama.proposals import store
-from omama.proposals.jobs import destination_images
+from omama.proposals.jobs import Share, destination_images, resolve_share
 from omama.proposals.masks import boxes_of, finish, mask_size, resize_nearest
 from omama.proposals.options import ProposalsConfig
 from omama.proposals.run import run_proposals
@@ -145,6 +146,19 @@ def test_other_settings_are_refused(tmp_path):
         store.check_settings(tmp_path, {"conf": 0.1, "imgsz": 1024})
 
 
+def test_shares_follow_torchrun_or_part():
+    assert resolve_share(None, 1, None) == Share(0, 1)
+    assert resolve_share(2, 3, None) == Share(2, 3)
+    assert resolve_share(None, 1, DistEnv(rank=1, world=4, local_rank=1)) == Share(1, 4)
+    assert Share(1, 3).of(list(range(8))) == [1, 4, 7]
+    with pytest.raises(OmamaError, match="drop --part"):
+        resolve_share(0, 2, DistEnv(rank=0, world=2, local_rank=0))
+    with pytest.raises(OmamaError, match="--parts 2 needs --part I"):
+        resolve_share(None, 2, None)
+    with pytest.raises(OmamaError, match="must be in"):
+        resolve_share(3, 3, None)
+
+
 def test_missing_ultralytics_is_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "ultralytics", None)  # import ultralytics -> ImportError
     weights = tmp_path / "FastSAM-x.pt"
@@ -192,6 +206,7 @@ def test_every_destination_image_gets_files_omama_reads(synth_root, fastsam_s, t
     report = run_proposals(_cfg(synth_root, masks_dir, fastsam_s, batch_size=3))
     jobs = destination_images(synth_root, "train", "ego2exo", masks_dir)
     assert report.written == len(jobs) == report.images and report.skipped == 0
+    assert report.masks > report.written  # FastSAM's own masks came through, not only fallbacks
     assert {j.cam for j in jobs} >= {"cam01", "cam02"}  # a portrait exo camera among them
     for job in jobs:
         h, w = read_image(job.image).shape[:2]
