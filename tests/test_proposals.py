@@ -20,6 +20,7 @@ import torch
 from oracles import reference_box, reference_reads_candidates
 
 from omama.cli.proposals import main as proposals_main
+from omama.config import parse_config
 from omama.dataset.candidates import load_candidates
 from omama.dataset.images import read_image
 from omama.dist import DistEnv
@@ -35,6 +36,7 @@ needs_ultralytics = pytest.mark.skipif(
     reason="the optional package ultralytics is not installed (pip install -e '.[proposals]')",
 )
 
+PROG = "omama-proposals"
 # random-init FastSAM finds masks only at very low confidence; a small input keeps it fast
 FAST = dict(imgsz=64, conf=0.001, max_det=20, device="cpu", workers=2)
 
@@ -144,6 +146,19 @@ def test_other_settings_are_refused(tmp_path):
     store.check_settings(tmp_path, {"conf": 0.4, "imgsz": 1024})
     with pytest.raises(OmamaError, match=r"omama-proposals.json: .*conf=0.4, this run asks 0.1"):
         store.check_settings(tmp_path, {"conf": 0.1, "imgsz": 1024})
+
+
+def test_config_file_section_and_help(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("common:\n  device: cpu\n  seed: 3\nproposals:\n  conf: 0.1\n  max-det: 50\n")
+    cfg = parse_config(ProposalsConfig, ["--config", str(path), "--imgsz", "512"], PROG, "")
+    assert (cfg.device, cfg.seed, cfg.conf, cfg.max_det, cfg.imgsz) == ("cpu", 3, 0.1, 50, 512)
+    assert (cfg.iou, cfg.retina_masks, ProposalsConfig().conf) == (0.9, True, 0.4)
+    with pytest.raises(SystemExit):
+        proposals_main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--weights", "--random-init", "--no-retina-masks", "--max-det", "--parts"):
+        assert flag in text
 
 
 def test_shares_follow_torchrun_or_part():
