@@ -218,7 +218,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 @needs_ultralytics
 def test_every_destination_image_gets_files_omama_reads(synth_root, fastsam_s, tmp_path):
     masks_dir = tmp_path / "Masks_TRAIN_EGO2EXO"
-    report = run_proposals(_cfg(synth_root, masks_dir, fastsam_s, batch_size=3))
+    report = run_proposals(_cfg(synth_root, masks_dir, fastsam_s, batch_size=3, writers=2))
     jobs = destination_images(synth_root, "train", "ego2exo", masks_dir)
     assert report.written == len(jobs) == report.images and report.skipped == 0
     assert report.masks > report.written  # FastSAM's own masks came through, not only fallbacks
@@ -236,9 +236,10 @@ def test_every_destination_image_gets_files_omama_reads(synth_root, fastsam_s, t
 
 @needs_ultralytics
 def test_resume_after_a_kill_gives_identical_files(synth_root, fastsam_s, tmp_path, monkeypatch):
-    # one image per batch: the segmenter then sees the same inputs in both runs
+    # one image per batch: the segmenter then sees the same inputs in both runs; one writer:
+    # the kill falls on the third image written
     whole = tmp_path / "whole"
-    run_proposals(_cfg(synth_root, whole, fastsam_s, batch_size=1))
+    run_proposals(_cfg(synth_root, whole, fastsam_s, batch_size=1, writers=2))
     killed = tmp_path / "killed"
     real_write, calls = store.write_candidates, []
 
@@ -253,7 +254,7 @@ def test_resume_after_a_kill_gives_identical_files(synth_root, fastsam_s, tmp_pa
 
     monkeypatch.setattr(store, "write_candidates", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
-        run_proposals(_cfg(synth_root, killed, fastsam_s, batch_size=1))
+        run_proposals(_cfg(synth_root, killed, fastsam_s, batch_size=1, writers=1))
     monkeypatch.setattr(store, "write_candidates", real_write)
     report = run_proposals(_cfg(synth_root, killed, fastsam_s, batch_size=1))
     assert report.skipped == 2 and report.written == report.images - 2

@@ -46,6 +46,12 @@ class ProposalsConfig:
     workers: int = opt(
         default_workers(cap=8), "threads decoding JPEGs ahead of the segmenter", low=1
     )
+    writers: int = opt(
+        default_workers(cap=8),
+        "threads compressing and writing the files (deflate of up to 100 masks per image: "
+        "on a GPU the writers, not FastSAM, can set the pace)",
+        low=1,
+    )
     imgsz: int = opt(1024, "segmenter input size (longest side; FastSAM's default)", low=32)
     conf: float = opt(0.4, "confidence threshold (FastSAM's default)", low=0.0)
     iou: float = opt(0.9, "NMS IoU threshold (FastSAM's default)", low=0.0)

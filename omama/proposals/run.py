@@ -3,7 +3,7 @@
     decode threads (JPEG -> BGR, --workers, 2 batches ahead)
       -> FastSAM on a batch (--batch-size)          segmenter
       -> resize, drop empties, boxes on the device  masks.finish
-      -> writer thread (npz + npy, atomic)          store
+      -> writer threads (npz + npy, atomic)         store
 
 A plain run is part 0 of 1; under torchrun rank r of K writes every K-th image (on
 cuda:LOCAL_RANK), and `--part i --parts n` does the same in a job array. Parts share no
@@ -108,7 +108,7 @@ def run_proposals(cfg: ProposalsConfig) -> ProposalsReport:
     )
     if todo:
         segmenter = Segmenter(weights, dist.device_for(env, cfg.device), predict_settings(cfg))
-        produce(todo, segmenter, cfg.batch_size, cfg.workers, report)
+        produce(todo, segmenter, cfg.batch_size, cfg.workers, report, cfg.writers)
     report.seconds = time.perf_counter() - t0
     if report.fallbacks:
         log.warning(
@@ -152,16 +152,21 @@ def batches(
 
 
 def produce(
-    jobs: list[Job], segmenter: Segmenter, batch_size: int, workers: int, report: ProposalsReport
+    jobs: list[Job],
+    segmenter: Segmenter,
+    batch_size: int,
+    workers: int,
+    report: ProposalsReport,
+    writers: int = 1,
 ) -> None:
-    """Segment and write `jobs`; what was handed to the writer is written even when a later
+    """Segment and write `jobs`; what was handed to the writers is written even when a later
     image fails (its one-line error is raised after)."""
     t0 = time.perf_counter()
     with (
         tqdm(total=len(jobs), desc="proposals", unit="img", dynamic_ncols=True) as bar,
         ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool,
     ):
-        writer = Writer(report, bar, depth=2 * batch_size)
+        writer = Writer(report, bar, depth=2 * batch_size + writers, threads=writers)
         try:
             for batch in batches(jobs, pool, batch_size):
                 found = segmenter([image for _, image in batch])
@@ -180,15 +185,21 @@ def produce(
 
 
 class Writer:
-    """One thread writing candidate files in the order given; a failed write is raised at the
-    next `put` or at `close`, and `close` waits for every file handed over before it."""
+    """Threads writing candidate files (zlib releases the GIL, so they compress in parallel;
+    each image's files are its own, so their order does not matter). A failed write is raised
+    at the next `put` or at `close`, and `close` waits for every file handed over before it."""
 
-    def __init__(self, report: ProposalsReport, bar: tqdm, depth: int) -> None:
+    def __init__(self, report: ProposalsReport, bar: tqdm, depth: int, threads: int = 1) -> None:
         self.report, self.bar = report, bar
         self.items: queue.Queue[tuple[Job, Candidates] | None] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._loop, name="candidate-writer", daemon=True)
-        self.thread.start()
+        self.lock = threading.Lock()
+        self.threads = [
+            threading.Thread(target=self._loop, name=f"candidate-writer-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self.threads:
+            thread.start()
 
     def _loop(self) -> None:
         while (item := self.items.get()) is not None:
@@ -198,15 +209,17 @@ class Writer:
             try:
                 store.write_candidates(job.masks, job.boxes, cands.masks, cands.boxes)
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-                self.error = exc
+                with self.lock:
+                    self.error = self.error or exc
                 continue
-            self.report.written += 1
-            self.report.masks += len(cands.masks)
-            self.report.empty_dropped += cands.dropped
-            if cands.fallback:
-                self.report.fallbacks.append(job.name)
-                log.info("%s: no non-empty mask; the whole image is its candidate", job.name)
-            self.bar.update(1)
+            with self.lock:
+                self.report.written += 1
+                self.report.masks += len(cands.masks)
+                self.report.empty_dropped += cands.dropped
+                if cands.fallback:
+                    self.report.fallbacks.append(job.name)
+                    log.info("%s: no non-empty mask; the whole image is its candidate", job.name)
+                self.bar.update(1)
 
     def put(self, job: Job, cands: Candidates) -> None:
         if self.error is not None:
@@ -214,7 +227,9 @@ class Writer:
         self.items.put((job, cands))
 
     def close(self) -> None:
-        self.items.put(None)
-        self.thread.join()
+        for _ in self.threads:
+            self.items.put(None)
+        for thread in self.threads:
+            thread.join()
         if self.error is not None:
             raise self.error

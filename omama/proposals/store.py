@@ -63,6 +63,13 @@ def write_candidates(
         np.save(fh, boxes.astype(np.float32, copy=False), allow_pickle=False)
 
 
+def read_back(masks_path: Path, boxes_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(masks, boxes) of one image's files, as written."""
+    with np.load(masks_path, allow_pickle=False) as z:
+        masks = z["arr_0"]
+    return masks, np.load(boxes_path, allow_pickle=False)
+
+
 def check_settings(masks_dir: Path, settings: dict) -> None:
     """Record the settings in `masks_dir/omama-proposals.json`, or refuse a folder whose
     candidates were made with other ones (files made with two settings never mix)."""
