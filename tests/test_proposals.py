@@ -9,7 +9,9 @@ package skip, saying so, only where it is not installed).
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -184,6 +186,16 @@ def test_missing_ultralytics_is_one_line(monkeypatch, capsys, tmp_path):
     assert "ultralytics (AGPL-3.0)" in err[0] and "pip install -e '.[proposals]'" in err[0]
 
 
+@needs_ultralytics
+def test_weights_or_random_init_exactly_one(synth_root, tmp_path, capsys):
+    argv = ["--root", str(synth_root), "--masks-dir", str(tmp_path / "m"), "--device", "cpu"]
+    for extra in ([], ["--random-init", "--weights", str(tmp_path / "w.pt")]):
+        assert proposals_main([*argv, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        want = "omama-proposals: error: give exactly one of --weights FILE or --random-init"
+        assert err == [want]
+
+
 def test_missing_weights_say_where_to_get_them(capsys, synth_root, tmp_path):
     weights = tmp_path / "FastSAM-x.pt"
     argv = ["--root", str(synth_root), "--split", "test", "--weights", str(weights)]
@@ -298,3 +310,21 @@ def test_random_init_and_parts(synth_root, tmp_path, capsys):
     assert all(store.is_done(j.masks, j.boxes) for j in jobs)
     out = capsys.readouterr().out
     assert "part 0-of-2 of ego2exo train" in out
+
+
+@needs_ultralytics
+def test_torchrun_ranks_write_the_files_of_one_process(synth_root, fastsam_s, tmp_path):
+    one = tmp_path / "one"
+    run_proposals(_cfg(synth_root, one, fastsam_s, batch_size=1))
+    two = tmp_path / "two"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # the same threads as `one`
+    args = ["--root", synth_root, "--direction", "ego2exo", "--split", "train", "--weights"]
+    args += [fastsam_s, "--masks-dir", two, "--batch-size", "1", "--imgsz", "64"]
+    args += ["--conf", "0.001", "--max-det", "20", "--device", "cpu"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "omama.cli.proposals", *map(str, args)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "part 0-of-2" in done.stdout and "part 1-of-2" in done.stdout
+    assert _files(two) == _files(one)
