@@ -196,6 +196,30 @@ def test_weights_or_random_init_exactly_one(synth_root, tmp_path, capsys):
         assert err == [want]
 
 
+@needs_ultralytics
+def test_other_checkpoints_are_refused_in_one_line(tmp_path):
+    from ultralytics.nn.tasks import DetectionModel, SegmentationModel
+
+    from omama.files import write_torch
+    from omama.proposals.segmenter import Segmenter
+
+    det, seg80, junk = tmp_path / "det.pt", tmp_path / "seg80.pt", tmp_path / "junk.pt"
+    write_torch({"model": DetectionModel("yolov8n.yaml", nc=1, verbose=False)}, det)
+    write_torch({"model": SegmentationModel("yolov8n-seg.yaml", nc=80, verbose=False)}, seg80)
+    junk.write_bytes(b"not a checkpoint")
+    (pth := tmp_path / "w.pth").write_bytes(b"x")
+    for path, problem in (
+        (det, "a DetectionModel, not a segmentation model like FastSAM"),
+        (seg80, "a segmentation model of 80 classes, not FastSAM (one class)"),
+        (junk, "not a loadable FastSAM checkpoint (TypeError: "),
+        (pth, "expected an ultralytics .pt checkpoint (FastSAM-x.pt)"),
+    ):
+        with pytest.raises(OmamaError) as exc:
+            Segmenter(path, torch.device("cpu"), {})
+        assert str(exc.value).startswith(f"{path}: {problem}")
+        assert "\n" not in str(exc.value)
+
+
 def test_missing_weights_say_where_to_get_them(capsys, synth_root, tmp_path):
     weights = tmp_path / "FastSAM-x.pt"
     argv = ["--root", str(synth_root), "--split", "test", "--weights", str(weights)]

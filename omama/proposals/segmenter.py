@@ -98,6 +98,11 @@ class Segmenter:
             raise bad_file(
                 weights, f"not a loadable FastSAM checkpoint ({type(exc).__name__}: {text})"
             ) from None
+        from ultralytics.nn.tasks import SegmentationModel
+
+        if not isinstance(self.model.model, SegmentationModel):
+            kind = type(self.model.model).__name__
+            raise bad_file(weights, f"a {kind}, not a segmentation model like FastSAM")
         classes = len(_names(self.model))
         if classes != 1:
             raise bad_file(
