@@ -9,13 +9,14 @@ from pathlib import Path
 from omama.config import default_device, default_workers, opt
 from omama.constants import DIRECTIONS, SPLITS
 
-# FastSAM's own settings: imgsz, conf, iou and retina masks are the defaults of its
-# Inference.py; max_det 100 is the value of its predict.py (ultralytics' own default is 300).
 ARCHES = ("x", "s")  # FastSAM-x is YOLOv8x-seg, FastSAM-s YOLOv8s-seg (one class each)
 
 
 @dataclass
 class ProposalsConfig:
+    """Defaults are FastSAM's own settings: imgsz, conf, iou and retina masks those of its
+    Inference.py, max_det 100 that of its predict.py (ultralytics' own default is 300)."""
+
     root: Path | None = opt(None, "dataset root (holds processed/ and dataset_jsons/)")
     direction: str = opt(
         "exo2ego",
