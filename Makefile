@@ -3,14 +3,19 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SRC    := omama tests scripts
+ULTRALYTICS ?= ultralytics==8.4.190
 
 .PHONY: env demo test lint format bench clean
 
 env: $(VENV)/.installed
 
+# ultralytics: omama-proposals' segmenter (AGPL-3.0, optional extra `proposals`), installed
+# without its requirements: omama's own cover what it imports, and its opencv-python would
+# overwrite the cv2 of opencv-python-headless.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps '$(ULTRALYTICS)'
 	touch $@
 
 lint: env

@@ -156,7 +156,7 @@ def read_section(
         raise bad_file(path, f"not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise bad_file(path, "a config file must be a mapping of option: value")
-    sections = {"common", "precompute", "train", "eval", "synth", "gt", "prepare"}
+    sections = {"common", "precompute", "train", "eval", "synth", "gt", "prepare", "proposals"}
     if not sections & set(data):
         data = {section: data}
     out = {}

@@ -10,12 +10,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from omama.errors import bad_file
 
@@ -70,6 +74,18 @@ def write_torch(obj: Any, path: str | Path) -> None:
             torch.save(obj, fh)
         except RuntimeError:  # torch reports a failed write (disk full, quota) this way
             raise OSError(errno.EIO, "short write: disk full or over quota?") from None
+
+
+def save_npz_deterministic(path: str | Path, array: np.ndarray, level: int = 1) -> None:
+    """Write `arr_0` as np.savez_compressed does (one deflated `arr_0.npy` member, read back
+    by np.load), but with a fixed zip timestamp, so the same array gives the same bytes."""
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+    info = zipfile.ZipInfo("arr_0.npy", date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(info, buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED, compresslevel=level)
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:

@@ -292,3 +292,44 @@ def official_frames(video: str, scale: int) -> dict[int, bytes]:
         i += 1
     cap.release()
     return out
+def reference_box(mask) -> list[float]:
+    """O-MaMa's bbox_from_mask, as it reads: [x_min, y_min, x_max - x_min, y_max - y_min] of
+    the nonzero pixels (no +1), zeros for an empty mask."""
+    import numpy as np
+
+    ys, xs = np.nonzero(np.asarray(mask))
+    if len(ys) == 0:
+        return [0.0, 0.0, 0.0, 0.0]
+    return [
+        float(xs.min()),
+        float(ys.min()),
+        float(xs.max() - xs.min()),
+        float(ys.max() - ys.min()),
+    ]
+
+
+def reference_reads_candidates(masks_dir, take: str, cam: str, frame: int, h2: int, w2: int):
+    """What O-MaMa's loader makes of one destination image's candidate files, step by step as
+    its __getitem__ does: `np.load(npz)['arr_0'].astype(uint8)`, fewer than 3 dims -> one
+    all-zero mask, another size -> torch nearest resize to (h2, w2); the boxes file as
+    float32, scaled by the same factors. Returns (masks uint8 [N, h2, w2], boxes [N, 4])."""
+    import numpy as np
+
+    masks = torch.from_numpy(
+        np.load(f"{masks_dir}/{take}/{cam}/{frame}_masks.npz")["arr_0"].astype(np.uint8)
+    )
+    if masks.dim() < 3:
+        masks = torch.zeros((1, h2, w2))
+    n, h, w = masks.shape
+    if (h, w) != (h2, w2):
+        masks = F.interpolate(masks[None].float(), size=(h2, w2), mode="nearest")[0].long()
+    boxes = torch.from_numpy(
+        np.load(f"{masks_dir}/{take}/{cam}/{frame}_boxes.npy").astype(np.float32)
+    )
+    fy, fx = h2 / h, w2 / w
+    if fy != 1 or fx != 1:
+        boxes[:, 0] *= fx
+        boxes[:, 1] *= fy
+        boxes[:, 2] *= fx
+        boxes[:, 3] *= fy
+    return masks.to(torch.uint8), boxes

@@ -18,6 +18,7 @@ ALLOWED = {
     "prepare": {BASE},  # the Ego-Exo4D download -> a dataset root
     "dataset": {BASE},
     "synth": {BASE, "dataset", "prepare"},  # writes a root, and a download by prepare's layout
+    "proposals": {BASE, "dataset"},
     "cache": {BASE},
     "precompute": {BASE, "dataset", "cache"},
     "loader": {BASE, "cache"},

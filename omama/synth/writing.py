@@ -20,7 +20,6 @@ with the absolute output path, so two runs compare equal only when written to th
 
 from __future__ import annotations
 
-import io
 import logging
 import shutil
 import zipfile
@@ -35,7 +34,7 @@ from omama import rle
 from omama.constants import DIRECTION_TABLE, SPLITS, Direction
 from omama.dataset.images import resize_mask
 from omama.errors import OmamaError
-from omama.files import write_json
+from omama.files import save_npz_deterministic, write_json
 from omama.masks import tight_boxes
 from omama.synth.config import EGO_CAM, GENERATOR, META_FILE, SynthConfig, SynthSummary
 from omama.synth.proposals import make_candidates
@@ -45,17 +44,6 @@ log = logging.getLogger(__name__)
 
 SETTINGS = tuple(d.pair_setting for d in DIRECTION_TABLE.values())  # exoego, egoexo
 JPEG_QUALITY = 90
-
-
-def save_npz_deterministic(path: Path, array: np.ndarray, level: int = 1) -> None:
-    """Write `arr_0` like np.savez_compressed, but with a fixed zip timestamp (byte-stable)."""
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
-    info = zipfile.ZipInfo("arr_0.npy", date_time=(1980, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_DEFLATED
-    info.external_attr = 0o644 << 16
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr(info, buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED, compresslevel=level)
 
 
 def _sorted_keys(obj: Any) -> Any:

@@ -15,6 +15,7 @@ Rows (issue "Speed to the floor"), one module each:
  11  training step time around a checkpoint save: background saver vs saving in the step vs
      no save
  12  omama-prepare: frames written per CPU second vs decoding the same videos alone
+ 13  omama-proposals images/s (decode .. npz writes) vs the FastSAM forward alone
 
 Writes the table to BENCHMARKS.md, keeping its hand-written analysis block, and every raw
 number to bench_out/bench.json.
@@ -49,6 +50,7 @@ from bench import (
     row_precompute,
     row_precompute_host,
     row_prepare,
+    row_proposals,
     row_reads,
     row_train_step,
 )
@@ -71,10 +73,11 @@ ROWS = {
     10: row_precompute_host.run,
     11: row_checkpoint.run,
     12: row_prepare.run,
+    13: row_proposals.run,
 }
 ALL_ROWS = tuple(ROWS)
 NEED_CACHE = {3, 4, 5, 6, 7, 11}
-NEED_DATA = NEED_CACHE | {8}
+NEED_DATA = NEED_CACHE | {8, 13}
 MARKER = "<!-- analysis: written by hand, kept when bench.py rewrites this file -->"
 END_MARKER = "<!-- /analysis -->"
 
