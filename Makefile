@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SRC    := omama tests scripts
 ULTRALYTICS ?= ultralytics==8.4.190
 
-.PHONY: env demo test lint format bench clean
+.PHONY: env demo demo-download test lint format bench clean
 
 env: $(VENV)/.installed
 
@@ -32,8 +32,12 @@ test: env lint
 demo: env
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
+# The same from a synthetic Ego-Exo4D download: prepare, proposals, precompute, train, eval.
+demo-download: env
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo_download.sh
+
 bench: env
 	$(BIN)/python scripts/bench
 
 clean:
-	rm -rf demo_out bench_out .pytest_cache .ruff_cache
+	rm -rf demo_out demo_download_out bench_out .pytest_cache .ruff_cache
