@@ -42,11 +42,15 @@ def loss_weight(local: int, world: int, global_n: int) -> float:
 
 def wrap(model: torch.nn.Module, env: DistEnv | None, device: torch.device) -> torch.nn.Module:
     """DDP around the matcher under torchrun; the matcher itself otherwise (its unused
-    head is frozen by the model itself, so DDP waits for no gradient that never comes)."""
+    head is frozen by the model itself, so DDP waits for no gradient that never comes).
+
+    The matcher's only buffers are the visibility fit's: the training step never reads or
+    changes them, and rank 0 alone fits, uses and saves them after validation, so DDP does
+    not broadcast them before every step."""
     if env is None:
         return model
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
+    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
 def padded(
