@@ -3,8 +3,8 @@
 Every command runs unchanged as one plain process; under `torchrun` or `srun` (RANK and
 WORLD_SIZE in the environment, WORLD_SIZE > 1) it joins the process group the launcher
 describes, gloo on CPU and NCCL on CUDA, on the device its local rank maps to
-(`device_index`). `OMAMA_DIST=1` runs that same path with one rank. Nothing here is home-made transport: the helpers
-only name the few collectives omama needs.
+(`device_index`). `OMAMA_DIST=1` runs that same path with one rank. Nothing here is
+home-made transport: the helpers only name the few collectives omama needs.
 """
 
 from __future__ import annotations
