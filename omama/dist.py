@@ -106,7 +106,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> DistEnv | None:
         return DistEnv(0, 1, _local_rank(env, 0), 1) if force else None
     rank, world = _int(env, "RANK"), _int(env, "WORLD_SIZE")
     if rank is None or world is None:
-        raise OmamaError(f"RANK={env['RANK']!r} WORLD_SIZE={env['WORLD_SIZE']!r}: not integers")
+        raise OmamaError(f"RANK={env['RANK']!r} WORLD_SIZE={env['WORLD_SIZE']!r}: empty")
     if world <= 1 and not force:
         return None
     if not 0 <= rank < world:

@@ -22,12 +22,14 @@ import pytest
 import torch
 from conftest import precompute_config
 from test_descriptors import loop_descriptors
+from torch.nn.parallel import DistributedDataParallel
 
+from omama import dist
 from omama.cache.manifest import load_manifest
 from omama.cache.quant import dequantize, quantize
 from omama.cache.reader import Cache
 from omama.cli.precompute import main as precompute_main
-from omama.config import build_parser, parse_config
+from omama.config import build_parser, default_workers, parse_config
 from omama.dataset.layout import load_pairs
 from omama.dist import DistEnv
 from omama.errors import OmamaError
@@ -39,7 +41,7 @@ from omama.precompute.subset import select_fraction
 from omama.predict.evaluate import EvalConfig, run_eval
 from omama.predict.ranks import rank_indices
 from omama.train import loop
-from omama.train.distributed import local_batch_size
+from omama.train.distributed import local_batch_size, syncs_buffers, wrap
 from omama.train.loop import TrainConfig, run_train
 
 # ---------------------------------------------------------------- helpers
@@ -471,3 +473,115 @@ def test_torchrun_eval_writes_the_same_json(cache_dir, single_run, tmp_path):
     assert out.count("predictions") == 1  # rank 0 alone reports
     for name in ("pred.json", "pred_gt.json", "pred_metrics.json"):
         assert (one.parent / name).read_bytes() == (two.parent / name).read_bytes(), name
+
+
+# ---------------------------------------------------------------- launchers
+
+
+@pytest.mark.parametrize(
+    "environ, want",
+    [
+        ({}, None),  # a plain process
+        ({"RANK": "0", "WORLD_SIZE": "1"}, None),  # torchrun with one process
+        ({"OMAMA_DIST": "1"}, DistEnv(0, 1, 0, 1)),  # the real path with one rank
+        ({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "OMAMA_DIST": "1"}, DistEnv(0, 1, 0)),
+        (  # torchrun
+            {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"},
+            DistEnv(5, 8, 1, 4),
+        ),
+        (  # srun, RANK/WORLD_SIZE exported from SLURM_PROCID/SLURM_NTASKS by the job script
+            {"RANK": "3", "WORLD_SIZE": "4", "SLURM_LOCALID": "1", "SLURM_TASKS_PER_NODE": "2(x2)"},
+            DistEnv(3, 4, 1, 2),
+        ),
+        (  # srun on uneven nodes: this node's count
+            {"RANK": "4", "WORLD_SIZE": "5", "SLURM_LOCALID": "0"}
+            | {"SLURM_TASKS_PER_NODE": "2(x2),1", "SLURM_NODEID": "2"},
+            DistEnv(4, 5, 0, 1),
+        ),
+        (  # LOCAL_RANK wins over SLURM_LOCALID (torchrun inside an srun step)
+            {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "SLURM_LOCALID": "0"},
+            DistEnv(1, 2, 1, 1),
+        ),
+        (  # no local rank at all: unknown, never the global rank
+            {"RANK": "9", "WORLD_SIZE": "16"},
+            DistEnv(9, 16, None, 1),
+        ),
+    ],
+)
+def test_launcher_environments(environ, want):
+    assert dist.from_env(environ) == want
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK=.x.: not an integer"),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "outside WORLD_SIZE"),
+        ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "-1"}, "never negative"),
+        ({"RANK": "0", "WORLD_SIZE": "2", "SLURM_LOCALID": "a"}, "SLURM_LOCALID='a'"),
+    ],
+)
+def test_bad_launcher_environments_stop_in_one_line(environ, message):
+    with pytest.raises(OmamaError, match=message):
+        dist.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    "local_rank, visible, want",
+    [
+        (0, 1, 0),
+        (3, 1, 0),  # srun --gpus-per-task=1: each task sees its own device as device 0
+        (None, 1, 0),
+        (2, 4, 2),  # torchrun: one device per local rank
+        (4, 4, "sees 4 CUDA devices"),  # more ranks than devices
+        (None, 2, "neither LOCAL_RANK nor SLURM_LOCALID"),
+        (0, 0, "no CUDA device"),
+    ],
+)
+def test_local_rank_maps_onto_the_visible_devices(local_rank, visible, want):
+    if isinstance(want, int):
+        assert dist.device_index(local_rank, visible) == want
+    else:
+        with pytest.raises(OmamaError, match=want):
+            dist.device_index(local_rank, visible)
+
+
+@pytest.mark.parametrize(
+    "environ, want",
+    [
+        ({}, 1),
+        ({"LOCAL_WORLD_SIZE": "8"}, 8),
+        ({"SLURM_NTASKS_PER_NODE": "4"}, 4),
+        ({"RANK": "0", "SLURM_LOCALID": "0", "SLURM_TASKS_PER_NODE": "3(x4)"}, 3),
+        ({"SLURM_TASKS_PER_NODE": "3(x4)"}, 1),  # an allocation, no task of a job step
+    ],
+)
+def test_precompute_workers_share_the_node(environ, want, monkeypatch):
+    assert dist.local_ranks(environ) == want
+    for k in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE", "RANK", "SLURM_LOCALID"):
+        monkeypatch.delenv(k, raising=False)
+    alone = default_workers(cap=None)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert default_workers(cap=None) == max(1, (alone + 1) // 2 - 1)
+
+
+def test_one_rank_runs_the_real_distributed_path(cache_dir, single_run, tmp_path, monkeypatch):
+    """OMAMA_DIST=1: a process group of one (gloo here, NCCL on a GPU), DDP without buffer
+    broadcasts, the collectives: the same losses and weights as the plain process."""
+    monkeypatch.setenv("OMAMA_DIST", "1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    with dist.session("cpu") as env:
+        assert env == DistEnv(0, 1, 0, 1) and torch.distributed.is_initialized()
+        assert dist.all_min(env, 7, torch.device("cpu")) == 7
+        assert dist.gather_to_main(env, {"a": 1}) == [{"a": 1}]
+        net = wrap(torch.nn.Linear(2, 2), env, torch.device("cpu"))
+        assert isinstance(net, DistributedDataParallel) and not syncs_buffers(net)
+    assert not torch.distributed.is_initialized()
+    out = tmp_path / "one_rank"
+    run_train(train_config(cache_dir, out))
+    np.testing.assert_allclose(step_losses(out), step_losses(single_run), rtol=1e-6, atol=1e-7)
+    a = torch.load(single_run / "last.pt", weights_only=True)
+    b = torch.load(out / "last.pt", weights_only=True)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)

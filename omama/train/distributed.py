@@ -10,12 +10,25 @@ runs a zero-weight batch so that every rank joins every gradient all-reduce.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from omama.dist import DistEnv
+
+# Recent torch names "no buffer broadcast before each forward" forward_sync_buffers (and
+# warns on the old name); older releases (a GPU machine's own torch) know broadcast_buffers.
+_NEW = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+NO_BUFFER_SYNC = {"forward_sync_buffers": False} if _NEW else {"broadcast_buffers": False}
+
+
+def syncs_buffers(net: DistributedDataParallel) -> bool:
+    """Whether DDP broadcasts the buffers before every forward."""
+    return bool(getattr(net, "forward_sync_buffers", getattr(net, "broadcast_buffers", True)))
+
+
 from omama.errors import OmamaError
 
 
@@ -50,7 +63,7 @@ def wrap(model: torch.nn.Module, env: DistEnv | None, device: torch.device) -> t
     if env is None:
         return model
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    return DistributedDataParallel(model, device_ids=ids, **NO_BUFFER_SYNC)
 
 
 def padded(
