@@ -17,6 +17,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from omama.dist import DistEnv
+from omama.errors import OmamaError
 
 # Recent torch names "no buffer broadcast before each forward" forward_sync_buffers (and
 # warns on the old name); older releases (a GPU machine's own torch) know broadcast_buffers.
@@ -27,9 +28,6 @@ NO_BUFFER_SYNC = {"forward_sync_buffers": False} if _NEW else {"broadcast_buffer
 def syncs_buffers(net: DistributedDataParallel) -> bool:
     """Whether DDP broadcasts the buffers before every forward."""
     return bool(getattr(net, "forward_sync_buffers", getattr(net, "broadcast_buffers", True)))
-
-
-from omama.errors import OmamaError
 
 
 def local_batch_size(global_batch: int, env: DistEnv | None) -> int:
