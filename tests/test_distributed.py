@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from omama import dist
 from omama.cache.manifest import load_manifest
-from omama.cache.quant import dequantize, quantize
+from omama.cache.quant import dequantize, quantize, store_batch, store_tokens
 from omama.cache.reader import Cache
 from omama.cli.precompute import main as precompute_main
 from omama.config import build_parser, default_workers, parse_config
@@ -203,6 +203,24 @@ def test_int8_tokens_round_trip_within_half_a_step():
     bound = s.astype(np.float64)[:, None] * 0.51 + np.abs(x.double().numpy()) * 2e-3 + 1e-7
     assert (err <= bound).all()
     assert np.array_equal(back[7], np.zeros(768, np.float16))
+
+
+@pytest.mark.parametrize("features", ["fp16", "int8"])
+def test_a_batch_is_stored_as_its_images_one_by_one(features):
+    """Precompute stores a batch with one copy to the host (int8 quantised on the device):
+    the same bytes, and the same fp16 readback, as each image stored alone."""
+    torch.manual_seed(1)
+    toks = (torch.randn(3, 50, 768) * torch.rand(3, 50, 1) * 8).half()
+    toks[1, 4] = 0
+    batch = store_batch(toks, features)
+    for i, got in enumerate(batch):
+        want = store_tokens(toks[i], features)
+        assert got.tokens.dtype == want.tokens.dtype and np.array_equal(got.tokens, want.tokens)
+        if features == "int8":
+            assert np.array_equal(got.token_scale, want.token_scale)
+        else:
+            assert got.token_scale is None
+        assert torch.equal(got.readback, want.readback)
 
 
 def test_part_flags_and_their_old_names_are_the_same_options(tmp_path):

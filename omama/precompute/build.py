@@ -30,7 +30,7 @@ from tqdm import tqdm
 from omama import rle
 from omama.backbones import backbone_info
 from omama.cache.manifest import Manifest
-from omama.cache.quant import StoredTokens, store_tokens
+from omama.cache.quant import StoredTokens, store_batch
 from omama.cache.reader import Cache
 from omama.cache.records import CandidateRecord, ImageRecord
 from omama.cache.writer import ShardWriter
@@ -137,8 +137,8 @@ class TokenSource:
         if need:
             batch = torch.from_numpy(np.stack([it["image"] for it in need])).to(self.device)
             toks = backbone.patch_tokens(self.model, batch).to(torch.float16)
-            for it, t in zip(need, toks, strict=True):
-                stored = store_tokens(t, self.features)
+            stored_all = store_batch(toks, self.features)  # one copy to the host per batch
+            for it, stored in zip(need, stored_all, strict=True):
                 out[it["job"].key] = (stored, stored.readback)
         for it in items:
             if not it["job"].need_image:  # tokens exist in the cache: reuse, no backbone
