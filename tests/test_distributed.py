@@ -603,3 +603,25 @@ def test_one_rank_runs_the_real_distributed_path(cache_dir, single_run, tmp_path
     b = torch.load(out / "last.pt", weights_only=True)
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+
+
+def test_parts_of_different_backbone_precisions_are_refused_at_merge(
+    synth_root, weights, tmp_path, monkeypatch
+):
+    """A part made on the CPU (fp32 backbone) and one made on CUDA (fp16 autocast) hold
+    tokens of two number formats: the merge stops in one line naming backbone_precision.
+    (The fp16 part is made here by recording fp16 in its settings.)"""
+    from omama.precompute import run as run_module
+    from omama.precompute.options import cache_settings
+
+    cache = tmp_path / "cache"
+
+    def cfg(i):
+        return precompute_config(synth_root, cache, weights, split="test", part=i, parts=2)
+
+    run_precompute(cfg(0))
+    as_on_cuda = lambda *a: cache_settings(*a[:3], "fp16")  # noqa: E731
+    monkeypatch.setattr(run_module, "cache_settings", as_on_cuda)
+    with pytest.raises(OmamaError, match="backbone_precision=None, this run asks 'fp16'"):
+        run_precompute(cfg(1))
+    assert cache_settings("x", precision="fp32") == cache_settings("x")  # CPU bytes unchanged
