@@ -37,9 +37,9 @@ WHEELHOUSE ?= .whl
 WHEELS := pycocotools h5py timm tqdm pyyaml matplotlib huggingface_hub safetensors
 PLATFORMS := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 \
 	manylinux2014_x86_64 manylinux1_x86_64
-wheelhouse: env
+wheelhouse:
 	mkdir -p $(WHEELHOUSE)
-	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
 	  --implementation cp $(addprefix --platform ,$(PLATFORMS)) -d $(WHEELHOUSE) $(WHEELS)
 	du -sh $(WHEELHOUSE)
 

@@ -15,8 +15,8 @@ Rows (issue "Speed to the floor"), one module each:
  11  training step time around a checkpoint save: background saver vs saving in the step vs
      no save
 
-Writes the table to BENCHMARKS.md (BENCHMARKS_GPU.md on CUDA), keeping its hand-written analysis block, and every raw
-number to bench_out/bench.json.
+Writes the table to BENCHMARKS.md (BENCHMARKS_GPU.md on CUDA), keeping its hand-written
+analysis block, and every raw number to bench_out/bench.json (bench_cuda.json).
 
     python scripts/bench [--device cpu|cuda] [--rows 1,2,...] [--out DIR] [--md FILE]
                          [--json FILE] [--quick] [--quiet-wait SECONDS]
