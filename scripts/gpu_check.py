@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,7 @@ def section_tests(ctx: dict) -> dict:
     ]
     if not ctx["cuda"]:
         text = run([*base, "--collect-only"], out)
-        n = sum(1 for line in text.splitlines() if "::" in line)
+        n = sum(int(m) for m in re.findall(r"^tests/\S+: (\d+)$", text, re.M))
         if n == 0:
             raise RuntimeError("no CUDA test collected")
         return {"collected": n, "note": "rehearsal: collected, not run (no CUDA)"}
@@ -70,8 +71,6 @@ def section_tests(ctx: dict) -> dict:
         run([*base, f"--junitxml={xml}"], out, timeout=300)
     finally:
         text = xml.read_text() if xml.exists() else ""
-    import re
-
     m = re.search(r'tests="(\d+)"[^>]*', text)
     counts = {k: int(v) for k, v in re.findall(r'(tests|failures|errors|skipped)="(\d+)"', text)}
     if counts.get("skipped", 0):
