@@ -237,3 +237,26 @@ def test_a_take_larger_than_half_the_store_is_refused(takes_cache):
     gb = _one_take_gb(cache, samples) * 0.9  # the largest take is more than half of it
     with pytest.raises(OmamaError, match=r"^--token-store-gb .*: take .* alone needs .* half"):
         plan_order("blocks", cache, samples, CPU, gb, 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_rolling_store_reads_ahead_into_pinned_memory(takes_cache):
+    """On CUDA: the read-ahead's host tokens are pinned, copies are asynchronous, and the
+    gathered batches equal the batches read per batch."""
+    cache, dev = Cache(takes_cache), torch.device("cuda")
+    plain = TrainSamples(cache, "exo2ego", "train", 6, seed=3)
+    stored = TrainSamples(cache, "exo2ego", "train", 6, seed=3)
+    plan = plan_order("blocks", cache, stored.samples, dev, _one_take_gb(cache, plain.samples), 3)
+    stored.use_store(plan.store.rows)
+    sampler = EpochSampler(len(stored), 7, blocks=plan.blocks)
+    sampler.set_epoch(0)
+    plan.follow(sampler.order())
+    pinned = []
+    want_all = list(train_loader(plain, sampler, 3, 0, dev))
+    for w, got in zip(want_all, train_loader(stored, sampler, 3, 0, dev), strict=True):
+        pinned += [v[2].is_pinned() for v in plan.store.staged.values()]
+        g = plan.store.gather(got)
+        for key, value in w.items():
+            assert torch.equal(g[key].cpu(), value.cpu()), key
+    assert plan.store.ahead > 0 and all(pinned)
+    plan.store.close()

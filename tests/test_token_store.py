@@ -110,3 +110,20 @@ def test_the_step_never_reads_the_device_back():
     assert out["src_tokens"].device.type == "meta" and out["src_tokens"].shape == (3, 4, 3)
     rows = torch.arange(5)
     assert torch.equal(to_device(rows, CPU), rows)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_store_staged_and_gathered_without_blocking(cache_dir):
+    """On CUDA: the store fills through pinned chunks and gathers from rows copied without
+    blocking; the batches equal those read per batch."""
+    cache, dev = Cache(cache_dir), torch.device("cuda")
+    plain = TrainSamples(cache, "exo2ego", "train", 6, seed=3)
+    stored = TrainSamples(cache, "exo2ego", "train", 6, seed=3)
+    store = TokenStore.maybe(cache, stored.samples, dev, -1.0)
+    assert store is not None and store.tokens["src"].device.type == "cuda"
+    stored.use_store(store.rows)
+    assert to_device(torch.arange(3), dev).device.type == "cuda"
+    for want, got in zip(_batches(plain), _batches(stored), strict=True):
+        got = store.gather(got)
+        for key, value in want.items():
+            assert torch.equal(got[key].cpu(), value), key
