@@ -88,7 +88,7 @@ def _synth_cache(ctx: dict, device: str) -> tuple[Path, Path]:
         SynthConfig(
             seed=0,
             small=tiny,
-            takes=2 if tiny else 4,
+            takes=4,
             frames=1 if tiny else 3,
             objects=2 if tiny else 3,
         ),
