@@ -625,3 +625,16 @@ def test_parts_of_different_backbone_precisions_are_refused_at_merge(
     with pytest.raises(OmamaError, match="backbone_precision=None, this run asks 'fp16'"):
         run_precompute(cfg(1))
     assert cache_settings("x", precision="fp32") == cache_settings("x")  # CPU bytes unchanged
+
+
+def test_a_cpu_fallback_is_said_once(monkeypatch, caplog):
+    """No CUDA device: the commands say once, in one log line, that they run on the CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(dist, "_fallback_noted", False)
+    with caplog.at_level("INFO", logger="omama.dist"):
+        for _ in range(3):
+            assert dist.device_for(None, "cpu") == torch.device("cpu")
+    lines = [r.getMessage() for r in caplog.records if "no CUDA device" in r.getMessage()]
+    assert len(lines) == 1 and "running on the CPU" in lines[0]
+    with pytest.raises(OmamaError, match="no CUDA device is available"):
+        dist.device_for(None, "cuda")
