@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SRC    := omama tests scripts
 ULTRALYTICS ?= ultralytics==8.4.190
 
-.PHONY: env demo demo-download test lint format bench clean
+.PHONY: env demo demo-download test lint format bench wheelhouse gpu-check clean
 
 env: $(VENV)/.installed
 
@@ -39,5 +39,21 @@ demo-download: env
 bench: env
 	$(BIN)/python scripts/bench
 
+# Wheels for scripts/gpu_check.sh on an offline GPU machine whose Python has torch: the
+# project's light dependencies for CPython 3.12 on x86-64 Linux (about 21 MB). numpy, scipy and
+# opencv (115 MB together) are expected in a PyTorch image; gpu_check.sh names any missing.
+WHEELHOUSE ?= .whl
+WHEELS := pycocotools h5py timm tqdm pyyaml matplotlib huggingface_hub safetensors
+PLATFORMS := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 \
+	manylinux2014_x86_64 manylinux1_x86_64
+wheelhouse:
+	mkdir -p $(WHEELHOUSE)
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp $(addprefix --platform ,$(PLATFORMS)) -d $(WHEELHOUSE) $(WHEELS)
+	du -sh $(WHEELHOUSE)
+
+gpu-check:
+	bash scripts/gpu_check.sh gpu_check_out
+
 clean:
-	rm -rf demo_out demo_download_out bench_out .pytest_cache .ruff_cache
+	rm -rf demo_out demo_download_out bench_out gpu_check_out .pytest_cache .ruff_cache

@@ -37,9 +37,12 @@ def opt(
 
 def default_workers(cap: int | None = 8) -> int:
     """Loader workers from the CPU count: leave one core to the main process (at most `cap`;
-    None: every other core, as precompute's decoding wants them)."""
+    None: every other core, as precompute's decoding wants them). Under torchrun or srun the
+    node's cores are shared by its local ranks (`dist.local_ranks`): each rank gets its share."""
+    from omama.dist import local_ranks
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    n = max(1, (cores or 2) - 1)
+    n = max(1, (cores or 2) // local_ranks() - 1)
     return n if cap is None else min(cap, n)
 
 

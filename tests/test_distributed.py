@@ -22,12 +22,14 @@ import pytest
 import torch
 from conftest import precompute_config
 from test_descriptors import loop_descriptors
+from torch.nn.parallel import DistributedDataParallel
 
+from omama import dist
 from omama.cache.manifest import load_manifest
-from omama.cache.quant import dequantize, quantize
+from omama.cache.quant import dequantize, quantize, store_batch, store_tokens
 from omama.cache.reader import Cache
 from omama.cli.precompute import main as precompute_main
-from omama.config import build_parser, parse_config
+from omama.config import build_parser, default_workers, parse_config
 from omama.dataset.layout import load_pairs
 from omama.dist import DistEnv
 from omama.errors import OmamaError
@@ -39,7 +41,7 @@ from omama.precompute.subset import select_fraction
 from omama.predict.evaluate import EvalConfig, run_eval
 from omama.predict.ranks import rank_indices
 from omama.train import loop
-from omama.train.distributed import local_batch_size
+from omama.train.distributed import local_batch_size, syncs_buffers, wrap
 from omama.train.loop import TrainConfig, run_train
 
 # ---------------------------------------------------------------- helpers
@@ -201,6 +203,24 @@ def test_int8_tokens_round_trip_within_half_a_step():
     bound = s.astype(np.float64)[:, None] * 0.51 + np.abs(x.double().numpy()) * 2e-3 + 1e-7
     assert (err <= bound).all()
     assert np.array_equal(back[7], np.zeros(768, np.float16))
+
+
+@pytest.mark.parametrize("features", ["fp16", "int8"])
+def test_a_batch_is_stored_as_its_images_one_by_one(features):
+    """Precompute stores a batch with one copy to the host (int8 quantised on the device):
+    the same bytes, and the same fp16 readback, as each image stored alone."""
+    torch.manual_seed(1)
+    toks = (torch.randn(3, 50, 768) * torch.rand(3, 50, 1) * 8).half()
+    toks[1, 4] = 0
+    batch = store_batch(toks, features)
+    for i, got in enumerate(batch):
+        want = store_tokens(toks[i], features)
+        assert got.tokens.dtype == want.tokens.dtype and np.array_equal(got.tokens, want.tokens)
+        if features == "int8":
+            assert np.array_equal(got.token_scale, want.token_scale)
+        else:
+            assert got.token_scale is None
+        assert torch.equal(got.readback, want.readback)
 
 
 def test_part_flags_and_their_old_names_are_the_same_options(tmp_path):
@@ -471,3 +491,150 @@ def test_torchrun_eval_writes_the_same_json(cache_dir, single_run, tmp_path):
     assert out.count("predictions") == 1  # rank 0 alone reports
     for name in ("pred.json", "pred_gt.json", "pred_metrics.json"):
         assert (one.parent / name).read_bytes() == (two.parent / name).read_bytes(), name
+
+
+# ---------------------------------------------------------------- launchers
+
+
+@pytest.mark.parametrize(
+    "environ, want",
+    [
+        ({}, None),  # a plain process
+        ({"RANK": "0", "WORLD_SIZE": "1"}, None),  # torchrun with one process
+        ({"OMAMA_DIST": "1"}, DistEnv(0, 1, 0, 1)),  # the real path with one rank
+        ({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "OMAMA_DIST": "1"}, DistEnv(0, 1, 0)),
+        (  # torchrun
+            {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"},
+            DistEnv(5, 8, 1, 4),
+        ),
+        (  # srun, RANK/WORLD_SIZE exported from SLURM_PROCID/SLURM_NTASKS by the job script
+            {"RANK": "3", "WORLD_SIZE": "4", "SLURM_LOCALID": "1", "SLURM_TASKS_PER_NODE": "2(x2)"},
+            DistEnv(3, 4, 1, 2),
+        ),
+        (  # srun on uneven nodes: this node's count
+            {"RANK": "4", "WORLD_SIZE": "5", "SLURM_LOCALID": "0"}
+            | {"SLURM_TASKS_PER_NODE": "2(x2),1", "SLURM_NODEID": "2"},
+            DistEnv(4, 5, 0, 1),
+        ),
+        (  # LOCAL_RANK wins over SLURM_LOCALID (torchrun inside an srun step)
+            {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "SLURM_LOCALID": "0"},
+            DistEnv(1, 2, 1, 1),
+        ),
+        (  # no local rank at all: unknown, never the global rank
+            {"RANK": "9", "WORLD_SIZE": "16"},
+            DistEnv(9, 16, None, 1),
+        ),
+    ],
+)
+def test_launcher_environments(environ, want):
+    assert dist.from_env(environ) == want
+
+
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK=.x.: not an integer"),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "outside WORLD_SIZE"),
+        ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "-1"}, "never negative"),
+        ({"RANK": "0", "WORLD_SIZE": "2", "SLURM_LOCALID": "a"}, "SLURM_LOCALID='a'"),
+    ],
+)
+def test_bad_launcher_environments_stop_in_one_line(environ, message):
+    with pytest.raises(OmamaError, match=message):
+        dist.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    "local_rank, visible, want",
+    [
+        (0, 1, 0),
+        (3, 1, 0),  # srun --gpus-per-task=1: each task sees its own device as device 0
+        (None, 1, 0),
+        (2, 4, 2),  # torchrun: one device per local rank
+        (4, 4, "sees 4 CUDA devices"),  # more ranks than devices
+        (None, 2, "neither LOCAL_RANK nor SLURM_LOCALID"),
+        (0, 0, "no CUDA device"),
+    ],
+)
+def test_local_rank_maps_onto_the_visible_devices(local_rank, visible, want):
+    if isinstance(want, int):
+        assert dist.device_index(local_rank, visible) == want
+    else:
+        with pytest.raises(OmamaError, match=want):
+            dist.device_index(local_rank, visible)
+
+
+@pytest.mark.parametrize(
+    "environ, want",
+    [
+        ({}, 1),
+        ({"LOCAL_WORLD_SIZE": "8"}, 8),
+        ({"SLURM_NTASKS_PER_NODE": "4"}, 4),
+        ({"RANK": "0", "SLURM_LOCALID": "0", "SLURM_TASKS_PER_NODE": "3(x4)"}, 3),
+        ({"SLURM_TASKS_PER_NODE": "3(x4)"}, 1),  # an allocation, no task of a job step
+    ],
+)
+def test_precompute_workers_share_the_node(environ, want, monkeypatch):
+    assert dist.local_ranks(environ) == want
+    for k in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE", "RANK", "SLURM_LOCALID"):
+        monkeypatch.delenv(k, raising=False)
+    alone = default_workers(cap=None)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert default_workers(cap=None) == max(1, (alone + 1) // 2 - 1)
+
+
+def test_one_rank_runs_the_real_distributed_path(cache_dir, single_run, tmp_path, monkeypatch):
+    """OMAMA_DIST=1: a process group of one (gloo here, NCCL on a GPU), DDP without buffer
+    broadcasts, the collectives: the same losses and weights as the plain process."""
+    monkeypatch.setenv("OMAMA_DIST", "1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    with dist.session("cpu") as env:
+        assert env == DistEnv(0, 1, 0, 1) and torch.distributed.is_initialized()
+        assert dist.all_min(env, 7, torch.device("cpu")) == 7
+        assert dist.gather_to_main(env, {"a": 1}) == [{"a": 1}]
+        net = wrap(torch.nn.Linear(2, 2), env, torch.device("cpu"))
+        assert isinstance(net, DistributedDataParallel) and not syncs_buffers(net)
+    assert not torch.distributed.is_initialized()
+    out = tmp_path / "one_rank"
+    run_train(train_config(cache_dir, out))
+    np.testing.assert_allclose(step_losses(out), step_losses(single_run), rtol=1e-6, atol=1e-7)
+    a = torch.load(single_run / "last.pt", weights_only=True)
+    b = torch.load(out / "last.pt", weights_only=True)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+
+
+def test_parts_of_different_backbone_precisions_are_refused_at_merge(
+    synth_root, weights, tmp_path, monkeypatch
+):
+    """A part made on the CPU (fp32 backbone) and one made on CUDA (fp16 autocast) hold
+    tokens of two number formats: the merge stops in one line naming backbone_precision.
+    (The fp16 part is made here by recording fp16 in its settings.)"""
+    from omama.precompute import run as run_module
+    from omama.precompute.options import cache_settings
+
+    cache = tmp_path / "cache"
+
+    def cfg(i):
+        return precompute_config(synth_root, cache, weights, split="test", part=i, parts=2)
+
+    run_precompute(cfg(0))
+    as_on_cuda = lambda *a: cache_settings(*a[:3], "fp16")  # noqa: E731
+    monkeypatch.setattr(run_module, "cache_settings", as_on_cuda)
+    with pytest.raises(OmamaError, match="backbone_precision=None, this run asks 'fp16'"):
+        run_precompute(cfg(1))
+    assert cache_settings("x", precision="fp32") == cache_settings("x")  # CPU bytes unchanged
+
+
+def test_a_cpu_fallback_is_said_once(monkeypatch, caplog):
+    """No CUDA device: the commands say once, in one log line, that they run on the CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(dist, "_fallback_noted", False)
+    with caplog.at_level("INFO", logger="omama.dist"):
+        for _ in range(3):
+            assert dist.device_for(None, "cpu") == torch.device("cpu")
+    lines = [r.getMessage() for r in caplog.records if "no CUDA device" in r.getMessage()]
+    assert len(lines) == 1 and "running on the CPU" in lines[0]
+    with pytest.raises(OmamaError, match="no CUDA device is available"):
+        dist.device_for(None, "cuda")

@@ -199,3 +199,64 @@ def test_a_recorded_budget_gives_the_same_blocks(takes_cache):
         again = plan_order(rec["order"], cache, samples, CPU, gb, 3, rec["budget"])
         assert again.summary() == rec
         assert all(np.array_equal(a, b) for a, b in zip(again.blocks, begun.blocks, strict=True))
+
+
+def test_the_next_block_is_read_ahead_in_the_background(takes_cache):
+    """Following the epoch's order, the two-block store reads every block after the first
+    ahead (a background thread, pinned host memory on CUDA) and each image once per visit;
+    the gathered batches still equal the batches read per batch."""
+    cache = Cache(takes_cache)
+    plain = TrainSamples(cache, "exo2ego", "train", 6, seed=3)
+    stored = TrainSamples(cache, "exo2ego", "train", 6, seed=3)
+    plan = plan_order("blocks", cache, stored.samples, CPU, _one_take_gb(cache, plain.samples), 3)
+    stored.use_store(plan.store.rows)
+    store = plan.store
+    n_images = sum(len(v) for v in role_keys(stored.samples).values())
+    for epoch in range(2):
+        sampler = EpochSampler(len(stored), 7, blocks=plan.blocks)
+        sampler.set_epoch(epoch)
+        plan.follow(sampler.order())
+        first = plan.blocks[store.sequence[0]]
+        first_images = sum(len(v) for v in role_keys([stored.samples[i] for i in first]).values())
+        reads, ahead = store.reads, store.ahead
+        want = list(train_loader(plain, sampler, 3, 0, CPU))
+        for w, got in zip(want, train_loader(stored, sampler, 3, 0, CPU), strict=True):
+            g = store.gather(got)
+            for key, value in w.items():
+                assert torch.equal(g[key], value), key
+        assert store.ahead > ahead
+        if epoch == 0:  # an empty store: every image once, all but the first block's ahead
+            assert store.reads - reads == n_images
+            assert store.ahead - ahead == n_images - first_images
+    store.close()
+
+
+def test_a_take_larger_than_half_the_store_is_refused(takes_cache):
+    cache = Cache(takes_cache)
+    samples = cache.samples("exo2ego", "train")
+    gb = _one_take_gb(cache, samples) * 0.9  # the largest take is more than half of it
+    with pytest.raises(OmamaError, match=r"^--token-store-gb .*: take .* alone needs .* half"):
+        plan_order("blocks", cache, samples, CPU, gb, 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_rolling_store_reads_ahead_into_pinned_memory(takes_cache):
+    """On CUDA: the read-ahead's host tokens are pinned, copies are asynchronous, and the
+    gathered batches equal the batches read per batch."""
+    cache, dev = Cache(takes_cache), torch.device("cuda")
+    plain = TrainSamples(cache, "exo2ego", "train", 6, seed=3)
+    stored = TrainSamples(cache, "exo2ego", "train", 6, seed=3)
+    plan = plan_order("blocks", cache, stored.samples, dev, _one_take_gb(cache, plain.samples), 3)
+    stored.use_store(plan.store.rows)
+    sampler = EpochSampler(len(stored), 7, blocks=plan.blocks)
+    sampler.set_epoch(0)
+    plan.follow(sampler.order())
+    pinned = []
+    want_all = list(train_loader(plain, sampler, 3, 0, dev))
+    for w, got in zip(want_all, train_loader(stored, sampler, 3, 0, dev), strict=True):
+        pinned += [v[2].is_pinned() for v in plan.store.staged.values()]
+        g = plan.store.gather(got)
+        for key, value in w.items():
+            assert torch.equal(g[key].cpu(), value.cpu()), key
+    assert plan.store.ahead > 0 and all(pinned)
+    plan.store.close()

@@ -44,6 +44,25 @@ class StoredTokens(NamedTuple):
     readback: torch.Tensor  # float16 [T, C] on the input's device: descriptors pool these
 
 
+def store_batch(tokens: torch.Tensor, features: str) -> list[StoredTokens]:
+    """fp16 `tokens` [B, T, C] of a batch of images in the storage `features` names, with one
+    copy to the host for the whole batch: int8 is quantised where the tokens are (the
+    device), and the readback dequantised there, with the bytes of `dequantize`'s (q * s in
+    fp32, rounded to fp16 once). Each image's result equals `store_tokens` of its tokens."""
+    if features == "fp16":
+        host = tokens.cpu().numpy()
+        return [StoredTokens(host[i], None, tokens[i]) for i in range(len(host))]
+    if features != "int8":
+        raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+    x = tokens.detach().float()
+    scale = (x.abs().amax(dim=2) / QMAX).to(torch.float16)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(x / scale.float()[..., None]).clamp_(-QMAX, QMAX).to(torch.int8)
+    back = (q.float() * scale.float()[..., None]).to(torch.float16)
+    q_host, s_host = q.cpu().numpy(), scale.cpu().numpy()
+    return [StoredTokens(q_host[i], s_host[i], back[i]) for i in range(len(q_host))]
+
+
 def store_tokens(tokens: torch.Tensor, features: str) -> StoredTokens:
     """fp16 `tokens` [T, C] in the storage `features` names ("fp16" or "int8")."""
     if features == "fp16":

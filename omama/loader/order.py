@@ -40,7 +40,7 @@ def take_blocks(cache: Cache, samples: list[Sample], budget: int) -> list[np.nda
     """The samples' indices in blocks of whole takes, each block's tokens within `budget`
     bytes: takes in sorted order, a take joining the current block while the block still
     fits, else starting the next one. A take larger than the budget alone is a block of its
-    own (the rolling store then reads its images as they come)."""
+    own (`plan_order` refuses it: the rolling store must hold two blocks within the budget)."""
     by_take: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
         by_take.setdefault(s.take, []).append(i)
@@ -73,6 +73,12 @@ class Plan:
     store: TokenStore | RollingTokenStore | None  # None: tokens read per batch
     budget: int | None = None  # the store's budget in bytes the blocks were made for
 
+    def follow(self, order: np.ndarray) -> None:
+        """The epoch's sample order (`EpochSampler.order`): the rolling store reads each
+        block's images in the background while the block before it trains."""
+        if isinstance(self.store, RollingTokenStore) and self.blocks is not None:
+            self.store.follow(self.store.block_visits(self.blocks, order))
+
     def summary(self) -> dict:
         """What fixes the order, for the run's log (and a resumed run's `plan_order`)."""
         return {"order": self.order, "blocks": len(self.blocks or ()), "budget": self.budget}
@@ -102,7 +108,15 @@ def plan_order(
     if order == "auto" and TokenStore.bytes_needed(cache, samples) <= budget:
         return Plan("shuffle", None, TokenStore.maybe(cache, samples, device, gb))
     blocks = take_blocks(cache, samples, budget // 2)
-    store = RollingTokenStore.for_blocks(cache, samples, blocks, device, batch_size)
+    for block in blocks:
+        need = TokenStore.bytes_needed(cache, [samples[i] for i in block])
+        if need > budget // 2:
+            raise OmamaError(
+                f"--token-store-gb {budget / GB:g}: take {samples[block[0]].take} alone needs "
+                f"{need / GB:.3f} GB of tokens, more than half the store; raise "
+                "--token-store-gb to at least twice that, or use --order shuffle"
+            )
+    store = RollingTokenStore.for_blocks(cache, samples, blocks, device, batch_size, budget)
     log.info(
         "order: %d blocks of takes (each within %.3f GB, half the store's budget); "
         "rolling token store of %.3f GB on %s",

@@ -10,6 +10,11 @@ caches are dequantized once, as `Cache.tokens` does per read), so batches and lo
 the same as reading them per batch. When they do not fit, `--order auto` trains in blocks
 of takes with a store of two blocks (`omama.loader.order`, `rolling_store`) and
 `--order shuffle` reads them per batch as before; the log says which.
+
+The store fills through a few hundred MB of pinned host buffers, not a host copy of the
+split (under torchrun every rank of a node would hold one), and a budget that the device's
+free memory (or the host's, for the staging) cannot hold stops in one line. The row numbers
+go to the device from pinned memory without blocking: the step never waits for the GPU.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ import torch
 
 from omama.cache.reader import Cache
 from omama.cache.records import Sample
+from omama.errors import OmamaError
 
 log = logging.getLogger(__name__)
 
 ROLES = ("src", "dst")
 GB = 1024**3
+STAGE_BYTES = 256 * 2**20  # host staging per chunk while a store fills (two chunks in flight)
 
 
 def free_bytes(device: torch.device) -> int:
@@ -57,19 +64,87 @@ def key_rows(keys: dict[str, list[str]]) -> dict[str, dict[str, int]]:
     return {role: {k: i for i, k in enumerate(keys[role])} for role in ROLES}
 
 
-def read_tokens(cache: Cache, keys: list[str]) -> torch.Tensor:
+def read_tokens(cache: Cache, keys: list[str], out: torch.Tensor | None = None) -> torch.Tensor:
     """The images' fp16 tokens [len(keys), T, C] in host memory (as `Cache.tokens` reads
-    them per batch), the cold reads announced together first."""
+    them per batch), the cold reads announced together first; into `out` when given (a host
+    tensor, pinned or not, of that shape)."""
     records = [cache.image(k) for k in keys]
     for rec in records:
         cache.hint(rec, "tokens")
         cache.hint(rec, "token_scale")
-    t, c = cache.shape(records[0], "tokens")
-    host = torch.empty((len(keys), t, c), dtype=torch.float16)
-    arrays = host.numpy()
+    if out is None:
+        t, c = cache.shape(records[0], "tokens")
+        out = torch.empty((len(keys), t, c), dtype=torch.float16)
+    arrays = out.numpy()
     for i, rec in enumerate(records):
         cache.tokens(rec, out=arrays[i])
-    return host
+    return out
+
+
+def host_buffer(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """An fp16 host tensor to stage tokens for `device`: pinned for CUDA, so that the copy
+    to the device can be asynchronous."""
+    return torch.empty(shape, dtype=torch.float16, pin_memory=device.type == "cuda")
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor (row numbers, slots) on `device` without making the host wait: to CUDA
+    from pinned memory (the loader pins its batches; anything else is pinned here) with
+    non_blocking=True, queued behind the device's work; nothing is ever read back."""
+    if device.type != "cuda" or t.device.type == "cuda":
+        return t.to(device)
+    if not t.is_pinned():
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
+def stage_rows(t: int, c: int) -> int:
+    """Images per staging chunk: STAGE_BYTES of fp16 tokens [T, C] each (at least one)."""
+    return max(1, STAGE_BYTES // (t * c * 2))
+
+
+def stage_into(cache: Cache, keys: list[str], out: torch.Tensor, rows: int | None = None) -> None:
+    """The images' tokens into `out` [len(keys), T, C] on any device, `rows` images at a time
+    through two pinned host buffers (a chunk is read from the cache while the one before it
+    is copied), so the host holds a few hundred MB whatever the split's size."""
+    n, t, c = out.shape
+    rows = min(n, rows or stage_rows(t, c)) if n else 0
+    if out.device.type == "cpu":  # the store is host memory: read in place
+        for s in range(0, n, max(rows, 1)):
+            read_tokens(cache, keys[s : s + rows], out[s : s + rows])
+        return
+    bufs = [host_buffer((rows, t, c), out.device) for _ in range(2)]
+    done: list[torch.cuda.Event | None] = [None, None]
+    for i, s in enumerate(range(0, n, rows)):
+        buf, k = bufs[i % 2], len(keys[s : s + rows])
+        if done[i % 2] is not None:
+            done[i % 2].synchronize()  # its previous copy has left the buffer
+        read_tokens(cache, keys[s : s + k], buf[:k])
+        out[s : s + k].copy_(buf[:k], non_blocking=True)
+        done[i % 2] = torch.cuda.Event()
+        done[i % 2].record()
+    for ev in done:
+        if ev is not None:
+            ev.synchronize()
+
+
+def check_room(need: int, gb: float, device: torch.device, staging: int = 0) -> None:
+    """Refuse, in one line naming --token-store-gb, a store of `need` bytes that `device`'s
+    free memory cannot hold, or whose `staging` bytes of pinned host buffers the host cannot
+    (never a CUDA out-of-memory traceback half way through loading)."""
+    free = free_bytes(device)
+    if need > free:
+        raise OmamaError(
+            f"--token-store-gb {gb:g}: the token store needs {need / GB:.2f} GB on {device}, "
+            f"which has {free / GB:.2f} GB free; lower it (0 reads tokens per batch)"
+        )
+    if device.type == "cuda" and staging:
+        host = free_bytes(torch.device("cpu"))
+        if staging > host:
+            raise OmamaError(
+                f"--token-store-gb {gb:g}: staging the store needs {staging / GB:.2f} GB of "
+                f"host memory, {host / GB:.2f} GB is available; lower it (0: per batch)"
+            )
 
 
 class TokenStore:
@@ -90,9 +165,15 @@ class TokenStore:
 
     @classmethod
     def load(cls, cache: Cache, samples: list[Sample], device: torch.device) -> TokenStore:
-        """Read every image's tokens once into per-role tensors on `device`."""
+        """Read every image's tokens once into per-role tensors on `device`, staged in
+        chunks (`stage_into`)."""
         keys = role_keys(samples)
-        return cls({role: read_tokens(cache, keys[role]).to(device) for role in ROLES}, keys)
+        tokens = {}
+        for role in ROLES:
+            t, c = cache.shape(cache.image(keys[role][0]), "tokens")
+            tokens[role] = torch.empty((len(keys[role]), t, c), dtype=torch.float16, device=device)
+            stage_into(cache, keys[role], tokens[role])
+        return cls(tokens, keys)
 
     @classmethod
     def maybe(
@@ -109,6 +190,7 @@ class TokenStore:
                 budget / GB,
             )
             return None
+        check_room(need, gb, device, 2 * min(need, STAGE_BYTES))
         store = cls.load(cache, samples, device)
         log.info("token store: %.2f GB of tokens resident on %s", need / GB, device)
         return store
@@ -117,6 +199,6 @@ class TokenStore:
         """Replace the batch's `src_row`/`dst_row` by `src_tokens`/`dst_tokens`."""
         out = {k: v for k, v in batch.items() if k not in ("src_row", "dst_row")}
         for role in ROLES:
-            rows = batch[f"{role}_row"].to(self.tokens[role].device)
+            rows = to_device(batch[f"{role}_row"], self.tokens[role].device)
             out[f"{role}_tokens"] = self.tokens[role].index_select(0, rows)
         return out

@@ -368,6 +368,12 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def precision_on(device: torch.device) -> str:
+    """The number format the backbone runs in on `device` by default: FP16 autocast on
+    CUDA, fp32 elsewhere (the cache records it: `options.cache_settings`)."""
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
 def patch_tokens(
     model: torch.nn.Module, images: torch.Tensor, fp16: bool | None = None
 ) -> torch.Tensor:
@@ -389,7 +395,7 @@ def patch_tokens(
         raise ValueError(f"image size {h}x{w} is not a positive multiple of {patch}")
     device = _model_device(model)
     if fp16 is None:
-        fp16 = device.type == "cuda"
+        fp16 = precision_on(device) == "fp16"
     n_prefix = int(model.num_prefix_tokens)  # CLS and registers
     with torch.inference_mode():
         x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)

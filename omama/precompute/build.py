@@ -30,7 +30,7 @@ from tqdm import tqdm
 from omama import rle
 from omama.backbones import backbone_info
 from omama.cache.manifest import Manifest
-from omama.cache.quant import StoredTokens, store_tokens
+from omama.cache.quant import StoredTokens, store_batch
 from omama.cache.reader import Cache
 from omama.cache.records import CandidateRecord, ImageRecord
 from omama.cache.writer import ShardWriter
@@ -137,8 +137,8 @@ class TokenSource:
         if need:
             batch = torch.from_numpy(np.stack([it["image"] for it in need])).to(self.device)
             toks = backbone.patch_tokens(self.model, batch).to(torch.float16)
-            for it, t in zip(need, toks, strict=True):
-                stored = store_tokens(t, self.features)
+            stored_all = store_batch(toks, self.features)  # one copy to the host per batch
+            for it, stored in zip(need, stored_all, strict=True):
                 out[it["job"].key] = (stored, stored.readback)
         for it in items:
             if not it["job"].need_image:  # tokens exist in the cache: reuse, no backbone
@@ -148,9 +148,15 @@ class TokenSource:
 
 
 def image_record(
-    item: dict, stored: StoredTokens, dense: torch.Tensor, obj_boxes: np.ndarray, patch: int
+    item: dict,
+    stored: StoredTokens,
+    dense: torch.Tensor,
+    obj_boxes: np.ndarray,
+    patch: int,
+    to_host: bool = True,
 ) -> ImageRecord:
-    """The image record of a prepared item: stored tokens, crop, object descriptors."""
+    """The image record of a prepared item: stored tokens, crop, object descriptors (left
+    on the device when not `to_host`: `descriptors_to_host` copies a batch's at once)."""
     h, w = item["hw"]
     obj_desc = descriptors.mask_descriptors(
         dense,
@@ -165,14 +171,17 @@ def image_record(
         grid=(h // patch, w // patch),
         orig_hw=item["orig_hw"],
         obj_names=list(item["job"].objects),
-        obj_desc=obj_desc.cpu().numpy(),
+        obj_desc=obj_desc.cpu().numpy() if to_host else obj_desc,
         obj_box=np.asarray(obj_boxes, dtype=np.float32).reshape(-1, 4),
         obj_rle=item["obj_rle"],
     )
 
 
-def candidate_record(item: dict, dense: torch.Tensor, obj_boxes: np.ndarray) -> CandidateRecord:
-    """The candidate record of a prepared destination image."""
+def candidate_record(
+    item: dict, dense: torch.Tensor, obj_boxes: np.ndarray, to_host: bool = True
+) -> CandidateRecord:
+    """The candidate record of a prepared destination image (descriptors as in
+    `image_record`)."""
     masks = torch.from_numpy(item["cand_small"]).to(dense.device)
     boxes = torch.from_numpy(item["cand_boxes"]).to(dense.device)
     cand_desc = descriptors.mask_descriptors(dense, masks, boxes, item["hw"])
@@ -181,12 +190,26 @@ def candidate_record(item: dict, dense: torch.Tensor, obj_boxes: np.ndarray) -> 
     for k in np.flatnonzero(nonempty):
         anchor[k] = descriptors.anchor_index(item["cand_boxes"], obj_boxes[k])
     return CandidateRecord(
-        desc=cand_desc.cpu().numpy(),
+        desc=cand_desc.cpu().numpy() if to_host else cand_desc,
         boxes=item["cand_boxes"],
         adj=item["cand_adj"],
         rle=item["cand_rle"],
         anchor=anchor,
     )
+
+
+def descriptors_to_host(records: list[ImageRecord | CandidateRecord | None]) -> None:
+    """The records' device descriptors (`obj_desc`, `desc`) to the host with one copy for
+    the whole batch, in place (the same float32 values as one copy each)."""
+    held = [(r, "obj_desc" if isinstance(r, ImageRecord) else "desc") for r in records if r]
+    tensors = [getattr(r, f) for r, f in held]
+    if not tensors:
+        return
+    host = torch.cat(tensors).cpu().numpy()  # all [n, 2C] float32
+    start = 0
+    for (rec, name), t in zip(held, tensors, strict=True):
+        setattr(rec, name, host[start : start + len(t)])
+        start += len(t)
 
 
 def build(
@@ -238,6 +261,7 @@ def build(
 
     def flush(hw: tuple[int, int]) -> None:
         items = buckets.pop(hw)
+        done: list[tuple[str, ImageRecord | None, CandidateRecord | None]] = []
         for item, (stored, toks) in zip(items, tokens(items), strict=True):
             # descriptors always come from the tokens as stored, so a candidate set added by
             # a later run matches one computed together with the image
@@ -247,12 +271,15 @@ def build(
             job = item["job"]
             img = cand = None
             if stored is not None:
-                img = image_record(item, stored, dense, obj_boxes, spec.patch)
+                img = image_record(item, stored, dense, obj_boxes, spec.patch, to_host=False)
                 built.images += 1
             if job.need_cands:
-                cand = candidate_record(item, dense, obj_boxes)
+                cand = candidate_record(item, dense, obj_boxes, to_host=False)
                 built.candidate_sets += 1
-            writes.submit(store, job.key, img, cand)
+            done.append((job.key, img, cand))
+        descriptors_to_host([r for _, img, cand in done for r in (img, cand)])  # one copy
+        for key, img, cand in done:
+            writes.submit(store, key, img, cand)
 
     writes = SerialWrites()  # HDF5 writes, fsync and hashing overlap the next batch
     try:

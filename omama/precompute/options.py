@@ -77,10 +77,17 @@ class PrecomputeReport:
 
 
 def cache_settings(
-    weights_sha: str, features: str = "fp16", backbone: Backbone = DEFAULT_BACKBONE
+    weights_sha: str,
+    features: str = "fp16",
+    backbone: Backbone = DEFAULT_BACKBONE,
+    precision: str = "fp32",
 ) -> dict:
-    """Everything that changes cached bytes; a cache built otherwise is refused."""
-    return {
+    """Everything that changes cached bytes; a cache built otherwise is refused (also the
+    parts of one split at merge). `precision`: the backbone's number format
+    (`backbone.precision_on`); recorded as `backbone_precision` when not fp32, so caches
+    made on the CPU keep their bytes, and fp16 (CUDA) and fp32 parts are never mixed."""
+    extra = {} if precision == "fp32" else {"backbone_precision": precision}
+    return extra | {
         "backbone": backbone.arch,
         "weights_sha256": weights_sha,
         "patch": backbone.patch,

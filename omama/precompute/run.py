@@ -151,7 +151,10 @@ def run_part(split: Split, part: Part, device: torch.device, report: PrecomputeR
     with listing.lock():
         weights = resolve_weights(cfg, split.cache)
         settings = cache_settings(
-            backbone.weights_fingerprint(weights), cfg.features, backbone_info(cfg.backbone)
+            backbone.weights_fingerprint(weights),
+            cfg.features,
+            backbone_info(cfg.backbone),
+            backbone.precision_on(device),
         )
         work = listing.open(settings)
         jobs = plan_jobs(images, mine, split.ann, work, cfg.direction)

@@ -10,6 +10,7 @@ runs a zero-weight batch so that every rank joins every gradient all-reduce.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
@@ -17,6 +18,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from omama.dist import DistEnv
 from omama.errors import OmamaError
+
+# Recent torch names "no buffer broadcast before each forward" forward_sync_buffers (and
+# warns on the old name); older releases (a GPU machine's own torch) know broadcast_buffers.
+_NEW = "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+NO_BUFFER_SYNC = {"forward_sync_buffers": False} if _NEW else {"broadcast_buffers": False}
+
+
+def syncs_buffers(net: DistributedDataParallel) -> bool:
+    """Whether DDP broadcasts the buffers before every forward."""
+    return bool(getattr(net, "forward_sync_buffers", getattr(net, "broadcast_buffers", True)))
 
 
 def local_batch_size(global_batch: int, env: DistEnv | None) -> int:
@@ -42,11 +53,15 @@ def loss_weight(local: int, world: int, global_n: int) -> float:
 
 def wrap(model: torch.nn.Module, env: DistEnv | None, device: torch.device) -> torch.nn.Module:
     """DDP around the matcher under torchrun; the matcher itself otherwise (its unused
-    head is frozen by the model itself, so DDP waits for no gradient that never comes)."""
+    head is frozen by the model itself, so DDP waits for no gradient that never comes).
+
+    The matcher's only buffers are the visibility fit's: the training step never reads or
+    changes them, and rank 0 alone fits, uses and saves them after validation, so DDP does
+    not broadcast them before every step."""
     if env is None:
         return model
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
+    return DistributedDataParallel(model, device_ids=ids, **NO_BUFFER_SYNC)
 
 
 def padded(

@@ -193,6 +193,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
         while epoch < cfg.epochs:
             done_in_epoch = step - epoch * steps_per_epoch
             sampler.set_epoch(epoch, start=done_in_epoch * local_bs)
+            plan.follow(sampler.order())  # the rolling store reads each next block ahead
             net.train()
             running = torch.zeros((), device=device)
             n_running, t0 = 0, time.perf_counter()

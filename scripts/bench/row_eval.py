@@ -23,6 +23,7 @@ from bench.common import (
     omama_command,
     subprocess_env,
 )
+from omama import precision as prec
 from omama.cache.reader import Cache
 from omama.loader.eval_samples import EvalSamples
 from omama.matcher.checkpoint import build_matcher, save_matcher_state
@@ -73,11 +74,10 @@ def run(ctx: Ctx) -> list[Row]:
     pairs, bs = EvalSamples(cache, DIRECTION, samples), cfg.batch_size
     batches = [pairs.__getitems__(list(range(i, min(i + bs, n)))) for i in range(0, n, bs)]
     batches = [{k: v.to(dev) for k, v in b.items()} for b in batches]
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
     model.eval()
 
-    def forward_all() -> None:
-        with torch.inference_mode(), amp:
+    def forward_all() -> None:  # in omama-eval's precision (fp32 unless --precision says)
+        with torch.inference_mode(), prec.autocast(cfg.precision, dev):
             for b in batches:
                 sims = model(b["src_desc"], b["cand_desc"], b["src_tokens"], b["dst_tokens"])
                 predict(sims.float(), b["valid"])

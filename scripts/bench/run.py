@@ -17,8 +17,8 @@ Rows (issue "Speed to the floor"), one module each:
  12  omama-prepare: frames written per CPU second vs decoding the same videos alone
  13  omama-proposals images/s (decode .. npz writes) vs the FastSAM forward alone
 
-Writes the table to BENCHMARKS.md, keeping its hand-written analysis block, and every raw
-number to bench_out/bench.json.
+Writes the table to BENCHMARKS.md (BENCHMARKS_GPU.md on CUDA), keeping its hand-written
+analysis block, and every raw number to bench_out/bench.json (bench_cuda.json).
 
     python scripts/bench [--device cpu|cuda] [--rows 1,2,...] [--out DIR] [--md FILE]
                          [--json FILE] [--quick] [--quiet-wait SECONDS]
@@ -134,8 +134,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--rows", default=",".join(map(str, ALL_ROWS)), help="e.g. 1,2,5")
     ap.add_argument("--out", type=Path, default=ROOT / "bench_out", help="scratch folder")
-    ap.add_argument("--md", type=Path, default=ROOT / "BENCHMARKS.md", help="table to write")
-    ap.add_argument("--json", type=Path, default=None, help="default OUT/bench.json")
+    ap.add_argument(
+        "--md",
+        type=Path,
+        default=None,
+        help="table to write (default BENCHMARKS.md on the CPU, BENCHMARKS_GPU.md on CUDA: "
+        "a GPU run writes its table next to the CPU one)",
+    )
+    ap.add_argument(
+        "--json", type=Path, default=None, help="default OUT/bench.json (OUT/bench_cuda.json)"
+    )
     ap.add_argument("--quick", action="store_true", help="small images, few repeats (smoke)")
     ap.add_argument(
         "--quiet-wait",
@@ -202,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     plan = Plan.for_run(device.type, args.quick)
     args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.json or args.out / "bench.json"
+    gpu = device.type == "cuda"
+    md_path = args.md or ROOT / ("BENCHMARKS_GPU.md" if gpu else "BENCHMARKS.md")
+    json_path = args.json or args.out / ("bench_cuda.json" if gpu else "bench.json")
     ctx = Ctx(device, plan, args.out, machine_name(device), args.rows)
     t_start, load_before = time.perf_counter(), load_average()
     log.info("machine: %s; rows %s; plan %s", ctx.machine, wanted, plan)
@@ -226,6 +236,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=1))
-    write_markdown(args.md, rows, meta)
-    log.info("wrote %s and %s in %.0f s", args.md, json_path, meta["seconds"])
+    write_markdown(md_path, rows, meta)
+    log.info("wrote %s and %s in %.0f s", md_path, json_path, meta["seconds"])
     return 0
