@@ -12,7 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "omama"
 BASE = "base"  # the top-level modules: constants, errors, files, config, rle, dist, ...
 
-# What each stage may import besides itself (README, "Architecture").
+# What each stage may import besides itself (docs/architecture.md).
 ALLOWED = {
     BASE: set(),
     "prepare": {BASE},  # the Ego-Exo4D download -> a dataset root
