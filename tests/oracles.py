@@ -14,8 +14,9 @@ import torch.nn.functional as F
 
 
 def loop_descriptors(dense: torch.Tensor, masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Section 5, one mask at a time: nearest-resize the mask to the dense map, average the
-    features under it; grow the box by 100 px, clamp, divide by 4, average the window."""
+    """docs/reference.md, Descriptors, one mask at a time: nearest-resize the mask to the dense
+    map, average the features under it; grow the box by 100 px, clamp, divide by 4, average the
+    window."""
     c, h, w = dense.shape
     n, big_h, big_w = masks.shape
     out = torch.zeros(n, 2 * c, device=dense.device)
@@ -43,8 +44,9 @@ def loop_descriptors(dense: torch.Tensor, masks: torch.Tensor, boxes: torch.Tens
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation post-processing, one pair at a time on full pixel masks (omama-eval before
-# issue 9 part 3): the run-level path must give the same bytes and the same numbers.
+# Evaluation post-processing, one pair at a time on full pixel masks (omama-eval before its
+# run-level path, BENCHMARKS.md rows 9 and 9b): the run-level path must give the same bytes
+# and the same numbers.
 
 
 def per_pair_records(cache, direction: str, scored: list, mask_size: str = "official") -> list:
@@ -156,7 +158,7 @@ def per_pair_evaluate(pred_json: dict, gt_json: dict, direction: str, strict: bo
 
 # --------------------------------------------------------------------------------------------
 # Before the dataset root (omama-prepare): the Ego-Exo4D download read one bit, one run and
-# one frame at a time, by the official rules (reference section 10).
+# one frame at a time, by the official rules (docs/reference.md, Preparation).
 
 URI_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-$"
 
@@ -246,7 +248,7 @@ def plain_rle_mask(counts: str, height: int, width: int):
 
 
 def official_pairs(data_dir: str, split_takes: list[str], annotations: dict, setting: str):
-    """Reference section 10: per take, per object that has an ego camera, per exo camera,
+    """docs/reference.md, Preparation: per take, per object that has an ego camera, per exo camera,
     per frame annotated in the source camera (ego for egoexo, the exo camera for exoego),
     [ego_rgb, ego_mask, exo_rgb, exo_mask] as ROOT//take//cam//obj//kind//frame."""
     pairs = []

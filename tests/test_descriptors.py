@@ -1,4 +1,4 @@
-"""Descriptors vs a plain per-mask loop transcribing the method (section 5 of the reference)."""
+"""Descriptors vs a plain per-mask loop transcribing the method (docs/reference.md, Descriptors)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from oracles import loop_descriptors  # the plain per-mask loop (section 5)
+from oracles import loop_descriptors  # the plain per-mask loop (docs/reference.md, Descriptors)
 
 from omama.precompute.descriptors import (
     _context_part,

@@ -1,5 +1,5 @@
-"""Evaluation post-processing on runs (issue 9 part 3) against the per-pair pixel path it
-replaced (tests/oracles.py): the same RLE bytes, the same numbers, the same errors."""
+"""Evaluation post-processing on runs (BENCHMARKS.md rows 9 and 9b) against the per-pair pixel
+path it replaced (tests/oracles.py): the same RLE bytes, the same numbers, the same errors."""
 
 from __future__ import annotations
 

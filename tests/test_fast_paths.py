@@ -76,7 +76,8 @@ def _sharp_attention(gen: torch.Generator) -> ContextAttention:
 @pytest.mark.parametrize("n_query", [1, 32, 200])
 def test_context_attention_gradients_vs_plain(n_query, seed):
     """Outputs and the gradients w.r.t. every input and parameter, each order vs the plain
-    transcription of section 6 (fp64; the token count does not change the code path)."""
+    transcription of docs/reference.md, Matcher (fp64; the token count does not change the code
+    path)."""
     gen = torch.Generator().manual_seed(seed)
     attn = _sharp_attention(gen)
     desc = torch.randn(2, n_query, C, generator=gen, dtype=torch.float64)
@@ -150,7 +151,8 @@ def _plain_group(cache: Cache, shard: str, path: str) -> dict:
 
 
 def _plain_sample(data: TrainSamples, epoch: int, i: int) -> dict[str, torch.Tensor]:
-    """Section 7's sample read the plain way: whole h5py datasets, indexed in numpy."""
+    """A training sample (docs/reference.md, Training sample) read the plain way: whole h5py
+    datasets, indexed in numpy."""
     s = data.samples[i]
     m = data.cache.manifest
     rng = np.random.default_rng([data.seed, epoch, i])

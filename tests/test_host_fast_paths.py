@@ -1,6 +1,6 @@
-"""The host side's faster mask paths (issue 9, section 1) give exactly what the plain numpy
-code they replace gave: row/column counts and centroids of candidate masks, and the COCO RLE
-strings of the candidate and prediction masks."""
+"""The host side's faster mask paths (BENCHMARKS.md, "Precompute host work vs its floor") give
+exactly what the plain numpy code they replace gave: row/column counts and centroids of candidate
+masks, and the COCO RLE strings of the candidate and prediction masks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The matcher against a plain transcription of reference section 6, plus checkpoint I/O."""
+"""The matcher against a plain transcription of docs/reference.md, Matcher, plus checkpoint I/O."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from omama.matcher.model import OMaMaMatcher, matching_loss, predict
 C = 768
 HEADS = 4
 
-# Section 6 of the reference doc, written out key by key.
+# docs/reference.md, Matcher, written out key by key.
 REFERENCE_KEYS = sorted(
     [f"mlp.mlp.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")]
     + [f"mlp_visible.{i}.{p}" for i in (0, 2, 4, 6) for p in ("weight", "bias")]

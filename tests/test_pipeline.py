@@ -22,7 +22,8 @@ from omama.synth import SynthConfig, generate
 
 
 def plain_image(root, take, cam, frame):
-    """Section 3 by hand: BGR->RGB, portrait stretched to landscape, sides floored to x14."""
+    """docs/reference.md, Preprocessing, by hand: BGR->RGB, portrait stretched to landscape,
+    sides floored to x14."""
     img = cv2.imread(str(root / "processed" / take / cam / f"{int(frame)}.jpg"))[..., ::-1]
     h, w = img.shape[:2]
     if h > w:

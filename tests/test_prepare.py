@@ -1,5 +1,5 @@
 """omama-prepare against independent oracles: a plain LZString and RLE reader, the pair rule
-of reference section 10, the official frame rule run through another decoder (OpenCV), and
+of docs/reference.md, Preparation, the official frame rule run through another decoder (OpenCV), and
 the synthetic root that `omama-synth --out` writes for the same takes."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Section 7 sampling against its plain reading, and its properties at random draws."""
+"""Training-sample negatives (docs/reference.md, Training sample) against their plain reading,
+and their properties at random draws."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ from omama.loader.sampler import EpochSampler
 
 
 def reference_negatives(adj, anchor, n_cands, n_masks, rng):
-    """Section 7 as written: neighbours of the anchor, topped up from all candidates."""
+    """docs/reference.md, Training sample, as written: neighbours of the anchor, topped up from
+    all candidates."""
     adj = adj.copy()
     adj[anchor, anchor] = 0
     neighbours = np.where(adj[anchor] == 1)[0]

@@ -1,4 +1,5 @@
-"""Section 7's choice of N candidates for one training sample, as a pure function of an RNG."""
+"""The choice of N candidates for one training sample (docs/reference.md, Training sample),
+as a pure function of an RNG."""
 
 from __future__ import annotations
 

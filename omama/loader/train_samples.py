@@ -40,7 +40,8 @@ class _Draw:
 
 
 class TrainSamples(Dataset):
-    """Section 7's training samples, read from the cache a batch at a time.
+    """Training samples (docs/reference.md, Training sample), read from the cache a batch at a
+    time.
 
     Use with `collate_fn=already_batched`; `data[(epoch, i)]` gives one sample unbatched.
     """

@@ -1,6 +1,6 @@
 """Cross attention of a few mask descriptors over the dense tokens of an image.
 
-The math is O-MaMa's context attention (reference section 6): one LayerNorm for both inputs,
+The math is O-MaMa's context attention (docs/reference.md, Matcher): one LayerNorm for both inputs,
 4 heads of 192, softmax(q k^T / sqrt(192)) v, an output projection, then y + MLP(LN(y)), with
 no residual from the input.
 

@@ -31,7 +31,7 @@ class _SharedMLP(nn.Module):
 
 
 class OMaMaMatcher(nn.Module):
-    """Scores N destination candidates against one source mask (reference section 6).
+    """Scores N destination candidates against one source mask (docs/reference.md, Matcher).
 
     grid_t is the destination patch grid (rows, cols) and grid_q the source grid; the position
     embeddings have one row per patch of each. Every width follows the backbone's token width C

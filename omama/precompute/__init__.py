@@ -5,3 +5,10 @@ compute loop of one part) -> parts (where a part lists its shards; the merge) ->
 orchestration: a plain run is part 0 of 1); estimate is `--dry-run`. backbone, descriptors,
 adjacency and subset hold the math.
 """
+
+from omama.precompute.backbone import save_random_init
+from omama.precompute.estimate import dry_run
+from omama.precompute.options import PrecomputeConfig, PrecomputeReport
+from omama.precompute.run import run_precompute
+
+__all__ = ["PrecomputeConfig", "PrecomputeReport", "dry_run", "run_precompute", "save_random_init"]

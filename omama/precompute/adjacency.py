@@ -1,6 +1,7 @@
 """Candidate-mask adjacency from a Delaunay triangulation of mask centroids.
 
-Used to draw "hard" negatives next to the anchor candidate during training (section 7).
+Used to draw "hard" negatives next to the anchor candidate during training (docs/reference.md,
+Training sample).
 
 Difference from the O-MaMa reference (get_adj_matrix): the reference drops empty candidate masks
 from the centroid list and then writes the triangulation's vertex numbers straight into the

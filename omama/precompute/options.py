@@ -27,7 +27,7 @@ class PrecomputeConfig:
     weights: Path | None = opt(None, "the backbone's weights file (Meta's .pth or timm's)")
     backbone: str = opt(
         DEFAULT_BACKBONE.name,
-        "DINOv2 with 4 registers (ViT-S/B/L/g 14) or DINOv3 (ViT-S/B/L 16); see README Backbones",
+        "DINOv2 with 4 registers (ViT-S/B/L/g 14) or DINOv3 (ViT-S/B/L 16); see docs/backbones.md",
         BACKBONES,
     )
     random_init: bool = opt(False, "use a seeded random-init backbone instead of --weights")

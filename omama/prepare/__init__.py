@@ -11,3 +11,7 @@ Modules, one job each:
 
 Base level plus nothing: it comes before the dataset root that every other stage reads.
 """
+
+from omama.prepare.run import PrepareConfig, PrepareSummary, run_prepare
+
+__all__ = ["PrepareConfig", "PrepareSummary", "run_prepare"]

@@ -245,7 +245,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
                 )
             if val and main:
                 head = model.visibility
-                if fit_confidence(head, scored):  # fitted on val, scored on val: see README
+                if fit_confidence(head, scored):  # fitted on val, scored on val: docs/visibility.md
                     record["visibility_fit"] = [*head.weight.tolist(), head.bias.item()]  # w, b
                 else:
                     log.warning("epoch %d validation: one visibility class only", epoch)

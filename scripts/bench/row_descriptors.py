@@ -1,5 +1,5 @@
 """Row 1: descriptor pooling of all candidates of one image vs the per-mask Python loop
-(section 5 of the reference), timed interleaved; the two must agree within 1e-5."""
+(docs/reference.md, Descriptors), timed interleaved; the two must agree within 1e-5."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Row 10: precompute host work vs its floor (issue 9, section 1).
+"""Row 10: precompute host work vs its floor (BENCHMARKS.md, "Precompute host work vs its floor").
 
 The precompute's host side per image, everything but the backbone forward, against the part
 of it no implementation can avoid: reading and decoding the JPEG, inflating the candidate npz

@@ -1,7 +1,8 @@
 """`make bench`: each stage of omama timed against the plain thing it must beat.
 
-Rows (issue "Speed to the floor"), one module each:
-  1  descriptor pooling, all candidates of one image, vs a per-mask Python loop (section 5)
+Rows, one module each:
+  1  descriptor pooling, all candidates of one image, vs a per-mask Python loop
+     (docs/reference.md, Descriptors)
   2  matcher forward+backward per training sample (fp32) vs the standard attention order that
      projects keys and values for every image token; 2e: scoring 200 candidates (eval)
   3  training step fed by the cache loader vs the same step on batches already in memory
