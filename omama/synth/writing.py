@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
