@@ -9,7 +9,8 @@ Each stage's config dataclass (the same fields as its command's flags and its YA
 and its run function: `SynthConfig` / `generate` (and `write_download`), `PrepareConfig` /
 `run_prepare`, `ProposalsConfig` / `run_proposals`, `load_official_gt` (what omama-gt
 writes), `PrecomputeConfig` / `run_precompute` (and `dry_run`, `verify_cache`),
-`TrainConfig` / `run_train`, `EvalConfig` / `run_eval`; `OmamaError` is the one error they raise on bad input.
+`TrainConfig` / `run_train`, `EvalConfig` / `run_eval`; `OmamaError` is the one error they
+raise on bad input.
 
 Names are imported on first use (PEP 562), so `import omama` stays cheap and a submodule
 import (`omama.constants`) never pulls in torch. This root is the one module that may name
