@@ -294,6 +294,8 @@ def official_frames(video: str, scale: int) -> dict[int, bytes]:
         i += 1
     cap.release()
     return out
+
+
 def reference_box(mask) -> list[float]:
     """O-MaMa's bbox_from_mask, as it reads: [x_min, y_min, x_max - x_min, y_max - y_min] of
     the nonzero pixels (no +1), zeros for an empty mask."""
