@@ -164,6 +164,17 @@ def part_count(cache: Path, direction: str, split: str) -> int:
     return counts.pop()
 
 
+def list_shard(
+    work: Manifest, name: str, info: dict, images: list[str], cands: list[tuple[str, str]]
+) -> None:
+    """List a published shard in `work`: its file, its images and its candidate sets."""
+    work.shards[name] = info
+    for key in images:
+        work.images[key] = name
+    for direction, key in cands:
+        work.candidates.setdefault(direction, {})[key] = name
+
+
 @dataclass
 class WholeSplit:
     """Part 0 of 1: records are listed straight in manifest.json, under the cache lock."""
@@ -179,6 +190,13 @@ class WholeSplit:
         manifest = load_manifest(self.cache) or Manifest(settings=settings)
         check_settings(manifest_path(self.cache), manifest.settings, settings)
         return manifest
+
+    def publish(
+        self, work: Manifest, name: str, info: dict, images: list[str], cands: list[tuple[str, str]]
+    ) -> None:
+        """A shard just renamed into place: listed in `work`, then made visible on disk."""
+        list_shard(work, name, info, images, cands)
+        self.save(work)
 
     def save(self, work: Manifest) -> None:
         save_manifest(self.cache, work)
@@ -237,6 +255,13 @@ class PartOfSplit:
         save_fragment(self.path, frag)
         self.fragment = frag
         return work
+
+    def publish(
+        self, work: Manifest, name: str, info: dict, images: list[str], cands: list[tuple[str, str]]
+    ) -> None:
+        """A shard just renamed into place: listed in `work` and in the part manifest."""
+        list_shard(work, name, info, images, cands)
+        self.save(work)
 
     def save(self, work: Manifest) -> None:
         self.fragment.take_own(work, self.prefix)

@@ -14,6 +14,9 @@ Rows (issue "Speed to the floor"), one module each:
  10  precompute host work vs its floor (JPEG decode, npz inflate, RLE decode), per image
  11  training step time around a checkpoint save: background saver vs saving in the step vs
      no save
+ 12  scale: per-item costs (precompute bookkeeping, samples, training epoch, validation,
+     evaluation, --verify, --merge) and per-process memory and open files at N and 4N images
+     and pairs, with a projection to 300k images and 1.5M pairs (`--rows 12` alone)
 
 Writes the table to BENCHMARKS.md, keeping its hand-written analysis block, and every raw
 number to bench_out/bench.json.
@@ -48,6 +51,7 @@ from bench import (
     row_precompute,
     row_precompute_host,
     row_reads,
+    row_scale,
     row_train_step,
 )
 from bench.common import Ctx, Plan, Row, machine_name, met_text, ratio_text
@@ -68,6 +72,7 @@ ROWS = {
     9: row_eval_post.run,
     10: row_precompute_host.run,
     11: row_checkpoint.run,
+    12: row_scale.run,
 }
 ALL_ROWS = tuple(ROWS)
 NEED_CACHE = {3, 4, 5, 6, 7, 11}
