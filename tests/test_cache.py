@@ -1,6 +1,7 @@
 """Shards, manifest, lock and atomic writes: nothing half-written is ever read as good."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from omama.cache.manifest import Manifest, cache_lock, check_settings, load_manifest, save_manifest
 from omama.cache.reader import Cache
 from omama.cache.records import CandidateRecord, ImageRecord
+from omama.cache.shards import ShardReader
 from omama.cache.verify import verify_cache
 from omama.cache.writer import ShardWriter
 from omama.errors import OmamaError
@@ -67,6 +69,40 @@ def test_shards_roll_publish_and_read_back(tmp_path):
         np.testing.assert_array_equal(cache.rows(rec, "desc", [1, 3]), cand.desc[[1, 3]])
         assert cache.cand_rle("exo2ego", key, 2) == json.loads(cand.rle[2])
         assert cache.grid(key) == (3, 4)
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_reader_of_many_shards_keeps_at_most_max_open_open(tmp_path):
+    rng = np.random.default_rng(0)
+    manifest = Manifest(settings={"a": 1})
+
+    def publish(name, info, images, cands):
+        manifest.shards[name] = info
+        manifest.images.update({k: name for k in images})
+
+    writer = ShardWriter(tmp_path, "exo2ego-train", publish, max_records=1)
+    recs = {f"t/cam01/{i}": image_record(rng) for i in range(12)}
+    for key, img in recs.items():
+        writer.add_image(key, img)
+    writer.close_shard()
+    save_manifest(tmp_path, manifest)
+    assert len(manifest.shards) == 12
+    cache = Cache(tmp_path)
+    cache.shards = ShardReader(tmp_path, max_open=3)
+    before = _fds()
+    most = 0
+    for _ in range(2):  # twice: every shard closed on eviction and opened again
+        for key, img in recs.items():
+            np.testing.assert_array_equal(cache.tokens(key), img.tokens)
+            assert cache.obj_rle(key, 1) == json.loads(img.obj_rle[1])
+            most = max(most, _fds() - before)
+            assert cache.shards.open_count <= 3
+    assert most <= 3
+    cache.close()
+    assert _fds() <= before
 
 
 def test_unfinished_shard_is_dropped_and_never_listed(tmp_path):
