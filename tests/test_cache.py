@@ -105,6 +105,39 @@ def test_a_reader_of_many_shards_keeps_at_most_max_open_open(tmp_path):
     assert _fds() <= before
 
 
+def test_verify_shard_by_shard_in_workers_finds_the_same_problems(tmp_path):
+    rng = np.random.default_rng(0)
+    manifest = Manifest(settings={"a": 1})
+
+    def publish(name, info, images, cands):
+        manifest.shards[name] = info
+        manifest.images.update({k: name for k in images})
+        for d, k in cands:
+            manifest.candidates.setdefault(d, {})[k] = name
+
+    writer = ShardWriter(tmp_path, "exo2ego-train", publish, max_records=2)
+    for i in range(6):
+        writer.add_image(f"t/cam01/{i}", image_record(rng))
+        writer.add_candidates("exo2ego", f"t/cam01/{i}", cand_record(rng))
+    writer.close_shard()
+    save_manifest(tmp_path, manifest)
+    assert verify_cache(tmp_path, workers=2).problems == []
+    names = sorted(manifest.shards)
+    with open(tmp_path / "shards" / names[1], "r+b") as fh:  # same size, other bytes
+        fh.seek(-8, 2)
+        fh.write(b"\xff" * 8)
+    manifest.images["t/cam01/9"] = names[4]  # listed, never written
+    manifest.candidates["exo2ego"]["t/cam01/8"] = "nowhere.h5"
+    save_manifest(tmp_path, manifest)
+    one, two = verify_cache(tmp_path, workers=1), verify_cache(tmp_path, workers=2)
+    assert one.problems == two.problems
+    assert len(one.problems) == 3
+    assert "sha256 differs" in one.problems[0] and names[1] in one.problems[0]
+    assert one.problems[1].endswith(f"{names[4]}: record img/t/cam01/9 is missing")
+    assert one.problems[2].endswith("cand/exo2ego/t/cam01/8 points at unlisted nowhere.h5")
+    assert (one.shards, one.images, one.candidate_sets) == (6, 7, 7)
+
+
 def test_unfinished_shard_is_dropped_and_never_listed(tmp_path):
     rng = np.random.default_rng(0)
     published = []
