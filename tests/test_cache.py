@@ -14,7 +14,7 @@ from omama.cache.verify import verify_cache
 from omama.cache.writer import ShardWriter
 from omama.errors import OmamaError
 from omama.files import atomic_path, write_json
-from omama.precompute.parts import Fragment, load_fragment, save_fragment
+from omama.precompute.parts import Fragment, WholeSplit, load_fragment, save_fragment
 
 
 def image_record(rng, k=2):
@@ -136,6 +136,34 @@ def test_verify_shard_by_shard_in_workers_finds_the_same_problems(tmp_path):
     assert one.problems[1].endswith(f"{names[4]}: record img/t/cam01/9 is missing")
     assert one.problems[2].endswith("cand/exo2ego/t/cam01/8 points at unlisted nowhere.h5")
     assert (one.shards, one.images, one.candidate_sets) == (6, 7, 7)
+
+
+def test_shards_are_listed_by_journal_lines_and_the_manifest_rewritten_rarely(tmp_path):
+    listing = WholeSplit(tmp_path, "exo2ego-train")
+    work = listing.open({"a": 1})
+    assert load_manifest(tmp_path) == work  # a fresh cache: written at once, empty
+    rewrites = []
+    for i in range(9):
+        before = (tmp_path / "manifest.json").stat().st_mtime_ns
+        info = {"sha256": f"h{i}", "bytes": i}
+        listing.publish(work, f"s{i}.h5", info, [f"t/c/{i}"], [("exo2ego", f"t/c/{i}")])
+        if (tmp_path / "manifest.json").stat().st_mtime_ns != before:
+            rewrites.append(i + 1)
+        assert load_manifest(tmp_path) == work  # manifest.json + journal: every shard so far
+    assert rewrites == [1, 2, 4, 8]  # written whole as the listing doubles
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert len(on_disk["shards"]) == 8 and (tmp_path / "manifest.journal").exists()
+    # a run killed while appending leaves a torn last line: ignored, its shard not listed
+    with open(tmp_path / "manifest.journal", "a") as fh:
+        fh.write('{"shard": "s9.h5", "info"')
+    assert load_manifest(tmp_path) == work
+    # the resumed run writes the listing whole and drops the journal
+    again = WholeSplit(tmp_path, "exo2ego-train").open({"a": 1})
+    assert again == work and not (tmp_path / "manifest.journal").exists()
+    assert json.loads((tmp_path / "manifest.json").read_text()) == work.to_json()
+    (tmp_path / "manifest.journal").write_text("not json\n")
+    with pytest.raises(OmamaError, match="manifest.journal: line 1 is not a shard listing"):
+        load_manifest(tmp_path)
 
 
 def test_unfinished_shard_is_dropped_and_never_listed(tmp_path):
