@@ -166,6 +166,19 @@ def test_shards_are_listed_by_journal_lines_and_the_manifest_rewritten_rarely(tm
         load_manifest(tmp_path)
 
 
+def test_shard_names_count_on_from_the_highest_present(tmp_path):
+    rng = np.random.default_rng(0)
+    names = []
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for name in ("p-00000.h5", "p-00007.h5", "p.part0of2-00009.h5", "q-00011.h5"):
+        (shards / name).write_bytes(b"")
+    writer = ShardWriter(tmp_path, "p", lambda name, *a: names.append(name), max_records=1)
+    writer.add_image("t/c/0", image_record(rng))
+    writer.add_image("t/c/1", image_record(rng))
+    assert names == ["p-00008.h5", "p-00009.h5"]
+
+
 def test_unfinished_shard_is_dropped_and_never_listed(tmp_path):
     rng = np.random.default_rng(0)
     published = []
