@@ -103,7 +103,7 @@ def verify_cache(cache: str | Path, workers: int | None = None) -> VerifyReport:
     """Every check of a finished cache; `report.problems` is empty for a good one.
 
     Shard by shard: each shard's sha256 and its listed records are checked with only that
-    shard open, over `workers` processes (default: the loader default), so memory and open
+    shard open, over `workers` processes (default: one per core, at most 9), so memory and open
     files stay those of one shard per process whatever the cache's size. Problems come in
     shard order, then the samples'."""
     cache = Path(cache)
@@ -117,7 +117,7 @@ def verify_cache(cache: str | Path, workers: int | None = None) -> VerifyReport:
         report.problems.append(f"{manifest_path(cache)}: no manifest; not an omama cache")
         return report
     shard_dir = shards_dir(cache)
-    workers = default_workers() if workers is None else workers
+    workers = default_workers() + 1 if workers is None else workers  # the main one waits
     n_objects = _check_shards(manifest, shard_dir, workers, report)
     _check_samples(cache, manifest, n_objects, report)
     return report
