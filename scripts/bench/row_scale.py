@@ -20,7 +20,9 @@ the most files it had open (sampled every 20 ms):
   evaluation   run_eval of the val split with the untrained matcher (predictions, GT, metrics)
   verify       verify_cache of the whole cache, per record
 
-The ratio of each per-item cost at 4N to N (target <= 1.2: flat) and the projection of each
+Row 12j times writing the records themselves, a cost flat by construction: its ratio shows
+how much a busy host alone moved the two sizes apart. The ratio of each per-item cost at 4N
+to N (target <= 1.2: flat) and the projection of each
 to 300k images and 1.5M pairs from the two sizes (linear in count for a flat cost, quadratic
 when it grows) go to the table. Run alone: `python scripts/bench --rows 12`;
 `SCALE_N=2000 python scripts/bench --rows 12` picks the small size in images.
@@ -196,6 +198,11 @@ def _per_item(m: dict) -> dict[str, tuple[float, str]]:
         "validation": (m["validation"]["seconds"] / m["pairs"]["val"], "pair"),
         "evaluation": (m["evaluation"]["seconds"] / m["pairs"]["val"], "pair"),
         "--verify": (m["verify"]["seconds"] / records, "record"),
+        # flat by construction (tiny records through h5py): how much the host alone moved
+        "record writes (control)": (
+            sum(p["write"] for p in [*train_parts, m["precompute_val"]]) / images,
+            "image",
+        ),
     }
 
 
@@ -254,7 +261,7 @@ def run(ctx: Ctx) -> list[Row]:
         total = projection(s_small, s_large, n_s, n_l, real)
         rows.append(
             Row(
-                row=f"12{'abcdefghi'[i]}",
+                row=f"12{'abcdefghij'[i]}",
                 what=f"scale: {what}, per {unit} at 4N vs N",
                 project=f"{_fmt_s(s_large)}/{unit} (4N)",
                 baseline=f"{_fmt_s(s_small)}/{unit} (N)",
