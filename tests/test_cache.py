@@ -1,6 +1,7 @@
 """Shards, manifest, lock and atomic writes: nothing half-written is ever read as good."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -8,11 +9,12 @@ import pytest
 from omama.cache.manifest import Manifest, cache_lock, check_settings, load_manifest, save_manifest
 from omama.cache.reader import Cache
 from omama.cache.records import CandidateRecord, ImageRecord
+from omama.cache.shards import ShardReader
 from omama.cache.verify import verify_cache
 from omama.cache.writer import ShardWriter
 from omama.errors import OmamaError
 from omama.files import atomic_path, write_json
-from omama.precompute.parts import Fragment, load_fragment, save_fragment
+from omama.precompute.parts import Fragment, WholeSplit, load_fragment, save_fragment
 
 
 def image_record(rng, k=2):
@@ -67,6 +69,114 @@ def test_shards_roll_publish_and_read_back(tmp_path):
         np.testing.assert_array_equal(cache.rows(rec, "desc", [1, 3]), cand.desc[[1, 3]])
         assert cache.cand_rle("exo2ego", key, 2) == json.loads(cand.rle[2])
         assert cache.grid(key) == (3, 4)
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_reader_of_many_shards_keeps_at_most_max_open_open(tmp_path):
+    rng = np.random.default_rng(0)
+    manifest = Manifest(settings={"a": 1})
+
+    def publish(name, info, images, cands):
+        manifest.shards[name] = info
+        manifest.images.update({k: name for k in images})
+
+    writer = ShardWriter(tmp_path, "exo2ego-train", publish, max_records=1)
+    recs = {f"t/cam01/{i}": image_record(rng) for i in range(12)}
+    for key, img in recs.items():
+        writer.add_image(key, img)
+    writer.close_shard()
+    save_manifest(tmp_path, manifest)
+    assert len(manifest.shards) == 12
+    cache = Cache(tmp_path)
+    cache.shards = ShardReader(tmp_path, max_open=3)
+    before = _fds()
+    most = 0
+    for _ in range(2):  # twice: every shard closed on eviction and opened again
+        for key, img in recs.items():
+            np.testing.assert_array_equal(cache.tokens(key), img.tokens)
+            assert cache.obj_rle(key, 1) == json.loads(img.obj_rle[1])
+            most = max(most, _fds() - before)
+            assert cache.shards.open_count <= 3
+    assert most <= 3
+    cache.close()
+    assert _fds() <= before
+
+
+def test_verify_shard_by_shard_in_workers_finds_the_same_problems(tmp_path):
+    rng = np.random.default_rng(0)
+    manifest = Manifest(settings={"a": 1})
+
+    def publish(name, info, images, cands):
+        manifest.shards[name] = info
+        manifest.images.update({k: name for k in images})
+        for d, k in cands:
+            manifest.candidates.setdefault(d, {})[k] = name
+
+    writer = ShardWriter(tmp_path, "exo2ego-train", publish, max_records=2)
+    for i in range(6):
+        writer.add_image(f"t/cam01/{i}", image_record(rng))
+        writer.add_candidates("exo2ego", f"t/cam01/{i}", cand_record(rng))
+    writer.close_shard()
+    save_manifest(tmp_path, manifest)
+    assert verify_cache(tmp_path, workers=2).problems == []
+    names = sorted(manifest.shards)
+    with open(tmp_path / "shards" / names[1], "r+b") as fh:  # same size, other bytes
+        fh.seek(-8, 2)
+        fh.write(b"\xff" * 8)
+    manifest.images["t/cam01/9"] = names[4]  # listed, never written
+    manifest.candidates["exo2ego"]["t/cam01/8"] = "nowhere.h5"
+    save_manifest(tmp_path, manifest)
+    one, two = verify_cache(tmp_path, workers=1), verify_cache(tmp_path, workers=2)
+    assert one.problems == two.problems
+    assert len(one.problems) == 3
+    assert "sha256 differs" in one.problems[0] and names[1] in one.problems[0]
+    assert one.problems[1].endswith(f"{names[4]}: record img/t/cam01/9 is missing")
+    assert one.problems[2].endswith("cand/exo2ego/t/cam01/8 points at unlisted nowhere.h5")
+    assert (one.shards, one.images, one.candidate_sets) == (6, 7, 7)
+
+
+def test_shards_are_listed_by_journal_lines_and_the_manifest_rewritten_rarely(tmp_path):
+    listing = WholeSplit(tmp_path, "exo2ego-train")
+    work = listing.open({"a": 1})
+    assert load_manifest(tmp_path) == work  # a fresh cache: written at once, empty
+    rewrites = []
+    for i in range(9):
+        before = (tmp_path / "manifest.json").stat().st_mtime_ns
+        info = {"sha256": f"h{i}", "bytes": i}
+        listing.publish(work, f"s{i}.h5", info, [f"t/c/{i}"], [("exo2ego", f"t/c/{i}")])
+        if (tmp_path / "manifest.json").stat().st_mtime_ns != before:
+            rewrites.append(i + 1)
+        assert load_manifest(tmp_path) == work  # manifest.json + journal: every shard so far
+    assert rewrites == [1, 2, 4, 8]  # written whole as the listing doubles
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert len(on_disk["shards"]) == 8 and (tmp_path / "manifest.journal").exists()
+    # a run killed while appending leaves a torn last line: ignored, its shard not listed
+    with open(tmp_path / "manifest.journal", "a") as fh:
+        fh.write('{"shard": "s9.h5", "info"')
+    assert load_manifest(tmp_path) == work
+    # the resumed run writes the listing whole and drops the journal
+    again = WholeSplit(tmp_path, "exo2ego-train").open({"a": 1})
+    assert again == work and not (tmp_path / "manifest.journal").exists()
+    assert json.loads((tmp_path / "manifest.json").read_text()) == work.to_json()
+    (tmp_path / "manifest.journal").write_text("not json\n")
+    with pytest.raises(OmamaError, match="manifest.journal: line 1 is not a shard listing"):
+        load_manifest(tmp_path)
+
+
+def test_shard_names_count_on_from_the_highest_present(tmp_path):
+    rng = np.random.default_rng(0)
+    names = []
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for name in ("p-00000.h5", "p-00007.h5", "p.part0of2-00009.h5", "q-00011.h5"):
+        (shards / name).write_bytes(b"")
+    writer = ShardWriter(tmp_path, "p", lambda name, *a: names.append(name), max_records=1)
+    writer.add_image("t/c/0", image_record(rng))
+    writer.add_image("t/c/1", image_record(rng))
+    assert names == ["p-00008.h5", "p-00009.h5"]
 
 
 def test_unfinished_shard_is_dropped_and_never_listed(tmp_path):

@@ -272,6 +272,26 @@ def test_annotations_lookup(root):
     assert ann.objects_at(TAKE, EXO, "30") == [BOWL]
 
 
+def test_annotations_keep_every_take_index_and_only_a_few_rle_trees(tmp_path, monkeypatch):
+    monkeypatch.setattr(layout, "_TREES", 2)
+    mask = {"size": [4, 4], "counts": "0@0"}
+    takes = [f"take{i}" for i in range(5)]
+    for i, take in enumerate(takes):
+        doc = {"masks": {f"obj{i}": {"aria01": {"0": mask}, "cam01": {"0": mask, "3": mask}}}}
+        path = tmp_path / "processed" / take / "annotation.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(doc))
+    ann = layout.Annotations(tmp_path)
+    for i, take in enumerate(takes):
+        assert ann.objects_at(take, "cam01", 3) == [f"obj{i}"]
+        assert len(ann._trees) <= 2
+    assert ann.rle("take0", "obj0", "aria01", "0") == mask  # read again after its eviction
+    assert list(ann._trees) == ["take4", "take0"]
+    for take in takes:  # the indexes stay: no file is read for them
+        (tmp_path / "processed" / take / "annotation.json").unlink()
+    assert ann.objects_at("take2", "aria01", "0") == ["obj2"] and ann.has_object("take3", "obj3")
+
+
 def test_annotations_bad_files(root):
     ann = layout.Annotations(root)  # lazy: nothing read yet, so a missing take is no error here
     missing = root / "processed" / "ghost" / "annotation.json"

@@ -192,6 +192,30 @@ def test_rle_reads_equal_the_cache_reads(cache_dir):
             assert reads.cand_rle(s.dst, i) == cache.cand_rle("exo2ego", s.dst, i)
 
 
+class _CountingCache:
+    """Stands in for a Cache: candidate RLE texts named after their image, reads counted."""
+
+    def __init__(self) -> None:
+        self.reads: list[str] = []
+
+    def cand_rle_texts(self, direction: str, key: str) -> list[str]:
+        self.reads.append(key)
+        return [json.dumps({"size": [1, 1], "counts": key})]
+
+
+def test_rle_reads_keep_whole_takes_and_read_each_image_once_per_take():
+    cache = _CountingCache()
+    reads = RleReads(cache, "exo2ego")
+    takes = [f"take{t}" for t in range(4)]
+    for take in takes:  # 600 frames (more than any fixed image count), three objects
+        keys = [f"{take}/aria01/{f}" for f in range(600)]
+        for _ in range(3):
+            for key in keys:
+                assert reads.cand_rle(key, 0)["counts"] == key
+        assert reads.takes_held[-1] == take and len(reads.takes_held) <= 2
+    assert len(cache.reads) == 4 * 600 == len(set(cache.reads))  # each image read once
+
+
 def _scored(cache: Cache, split: str, seed: int) -> tuple[list, list[Scored]]:
     rng = np.random.default_rng(seed)
     samples = cache.samples("exo2ego", split)

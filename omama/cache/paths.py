@@ -11,6 +11,11 @@ def manifest_path(cache: str | Path) -> Path:
     return Path(cache) / MANIFEST
 
 
+def journal_path(cache: str | Path) -> Path:
+    """Shards published since manifest.json was last written whole (one JSON line each)."""
+    return Path(cache) / "manifest.journal"
+
+
 def lock_path(cache: str | Path) -> Path:
     """The writers' lock: one precompute (or merge) at a time per cache."""
     return Path(cache) / ".lock"

@@ -1,14 +1,16 @@
 """Check a cache without trusting it: shards whole, every listed record present and well formed.
 
 A cache lives for months on shared storage and is copied between machines; `verify_cache`
-re-reads everything the manifest promises (sha256 of each shard, shapes and dtypes of each
-record, sample rows pointing at cached objects) and returns the problems as one-line
-`"<file>: <problem>"` strings instead of stopping at the first one.
+re-reads everything the manifest promises, shard by shard over worker processes (sha256 of
+each shard, shapes and dtypes of each record, sample rows pointing at cached objects) and
+returns the problems as one-line `"<file>: <problem>"` strings instead of stopping at the first one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +21,10 @@ from omama.backbones import DEFAULT_BACKBONE, Backbone
 from omama.cache import schema
 from omama.cache.manifest import Manifest, load_manifest, load_samples
 from omama.cache.paths import bad_report_path, manifest_path, samples_path, shards_dir
+from omama.config import default_workers
 from omama.errors import OmamaError
 from omama.files import file_sha256, read_json
+from omama.parallel import ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +99,13 @@ def cand_problems(
     return problems
 
 
-def verify_cache(cache: str | Path) -> VerifyReport:
-    """Every check of a finished cache; `report.problems` is empty for a good one."""
+def verify_cache(cache: str | Path, workers: int | None = None) -> VerifyReport:
+    """Every check of a finished cache; `report.problems` is empty for a good one.
+
+    Shard by shard: each shard's sha256 and its listed records are checked with only that
+    shard open, over `workers` processes (default: one per core, at most 9), so memory and open
+    files stay those of one shard per process whatever the cache's size. Problems come in
+    shard order, then the samples'."""
     cache = Path(cache)
     report = VerifyReport()
     try:
@@ -108,88 +117,149 @@ def verify_cache(cache: str | Path) -> VerifyReport:
         report.problems.append(f"{manifest_path(cache)}: no manifest; not an omama cache")
         return report
     shard_dir = shards_dir(cache)
-    whole = _check_shards(manifest, shard_dir, report)
-    n_objects = _check_records(manifest, shard_dir, whole, report)
+    workers = default_workers() + 1 if workers is None else workers  # the main one waits
+    n_objects = _check_shards(manifest, shard_dir, workers, report)
     _check_samples(cache, manifest, n_objects, report)
     return report
 
 
-def _check_shards(manifest: Manifest, shard_dir: Path, report: VerifyReport) -> set[str]:
-    """sha256 and size of each listed shard; returns the names that can be opened."""
-    whole = set()
-    for name, info in sorted(manifest.shards.items()):
-        report.shards += 1
-        path = shard_dir / name
-        if name.endswith(".tmp"):
-            report.problems.append(f"{path}: an unfinished .tmp shard is listed as good")
-        if not path.is_file():
-            report.problems.append(f"{path}: shard listed in the manifest is missing")
-            continue
-        size = path.stat().st_size
-        if size != info.get("bytes"):
-            report.problems.append(
-                f"{path}: {size} bytes, the manifest says {info.get('bytes')} (truncated?)"
-            )
-        elif file_sha256(path) != info.get("sha256"):
-            report.problems.append(f"{path}: sha256 differs from the manifest (corrupt shard)")
+@dataclass(frozen=True)
+class _ShardWork:
+    """What one shard's check needs: its name, what the manifest says of it, its records
+    (image keys; (direction, key, object count or -1) of candidate sets)."""
+
+    name: str
+    info: dict
+    images: list[str] = field(default_factory=list)
+    cands: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+@dataclass
+class _ShardResult:
+    whole: bool
+    problems: list[str]
+    n_objects: dict[str, int]
+
+
+def _check_shards(
+    manifest: Manifest, shard_dir: Path, workers: int, report: VerifyReport
+) -> dict[str, int]:
+    """Every listed shard whole (size, sha256) and its image records, then the candidate
+    records of the whole shards (their anchors sized by the images' object counts); returns
+    each readable image's object count."""
+    listed = manifest.shards
+    work = {name: _ShardWork(name, info) for name, info in sorted(listed.items())}
+    report.shards = len(work)
+    where = manifest_path(shard_dir.parent)
+    for key, shard in sorted(manifest.images.items()):
+        report.images += 1
+        if shard in work:
+            work[shard].images.append(key)
         else:
-            whole.add(name)
-    unlisted = {p.name for p in shard_dir.glob("*.h5")} - set(manifest.shards)
+            report.problems.append(f"{where}: img/{key} points at unlisted {shard}")
+    context = (shard_dir, manifest.backbone)
+    first = ordered_map(_image_chunk, context, list(work.values()), workers, 1, 2)
+    n_objects: dict[str, int] = {}
+    whole = set()
+    for w, result in zip(work.values(), first, strict=True):
+        report.problems += result.problems
+        n_objects |= result.n_objects
+        if result.whole:
+            whole.add(w.name)
+    cand_work = {name: _ShardWork(name, listed[name]) for name in sorted(whole)}
+    for direction, table in sorted(manifest.candidates.items()):
+        for key, shard in sorted(table.items()):
+            report.candidate_sets += 1
+            if shard not in listed:
+                report.problems.append(
+                    f"{where}: cand/{direction}/{key} points at unlisted {shard}"
+                )
+            elif shard in cand_work:  # a shard not whole is reported once, above
+                cand_work[shard].cands.append((direction, key, n_objects.get(key, -1)))
+    todo = [w for w in cand_work.values() if w.cands]
+    for result in ordered_map(_cand_chunk, context, todo, workers, 1, 2):
+        report.problems += result.problems
+    unlisted = {p.name for p in shard_dir.glob("*.h5")} - set(listed)
     if unlisted:  # left by a run killed between rename and manifest update: harmless
         log.info("%d shard files not listed in the manifest are ignored", len(unlisted))
-    return whole
-
-
-def _check_records(
-    manifest: Manifest, shard_dir: Path, whole: set[str], report: VerifyReport
-) -> dict[str, int]:
-    """Shapes and dtypes of every listed record; returns each readable image's object count."""
-    files: dict[str, h5py.File | None] = {}
-
-    def group(shard: str, path: str) -> tuple[h5py.Group | None, str | None]:
-        if shard not in manifest.shards:
-            return None, f"{manifest_path(shard_dir.parent)}: {path} points at unlisted {shard}"
-        if shard not in whole:
-            return None, None  # already reported once for the whole shard
-        if shard not in files:
-            try:
-                files[shard] = h5py.File(shard_dir / shard, "r")
-            except OSError as exc:
-                files[shard] = None
-                report.problems.append(f"{shard_dir / shard}: not a readable HDF5 file ({exc})")
-        f = files[shard]
-        if f is None:
-            return None, None
-        g = f.get(path)
-        if not isinstance(g, h5py.Group):
-            return None, f"{shard_dir / shard}: record {path} is missing"
-        return g, None
-
-    n_objects: dict[str, int] = {}
-    try:
-        for key, shard in sorted(manifest.images.items()):
-            report.images += 1
-            g, problem = group(shard, f"img/{key}")
-            if g is None:
-                report.problems += [problem] if problem else []
-                continue
-            problems, n_objects[key] = image_problems(g, manifest.backbone)
-            report.problems += [f"{shard_dir / shard}: img/{key}: {p}" for p in problems]
-        for direction, table in sorted(manifest.candidates.items()):
-            for key, shard in sorted(table.items()):
-                report.candidate_sets += 1
-                path = f"cand/{direction}/{key}"
-                g, problem = group(shard, path)
-                if g is None:
-                    report.problems += [problem] if problem else []
-                    continue
-                problems = cand_problems(g, n_objects.get(key, -1), manifest.backbone)
-                report.problems += [f"{shard_dir / shard}: {path}: {p}" for p in problems]
-    finally:
-        for f in files.values():
-            if f is not None:
-                f.close()
     return n_objects
+
+
+def _image_chunk(context: tuple[Path, Backbone], chunk: list[_ShardWork]) -> list[_ShardResult]:
+    return [_check_shard(context[0], context[1], w) for w in chunk]
+
+
+def _cand_chunk(context: tuple[Path, Backbone], chunk: list[_ShardWork]) -> list[_ShardResult]:
+    return [_check_cands(context[0], context[1], w) for w in chunk]
+
+
+def _whole(path: Path, info: dict) -> str | None:
+    """None when the shard file is whole (listed size and sha256), else why not."""
+    if not path.is_file():
+        return f"{path}: shard listed in the manifest is missing"
+    size = path.stat().st_size
+    if size != info.get("bytes"):
+        return f"{path}: {size} bytes, the manifest says {info.get('bytes')} (truncated?)"
+    if file_sha256(path) != info.get("sha256"):
+        return f"{path}: sha256 differs from the manifest (corrupt shard)"
+    return None
+
+
+@contextlib.contextmanager
+def _opened(path: Path, problems: list[str]) -> Iterator[h5py.File | None]:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        problems.append(f"{path}: not a readable HDF5 file ({exc})")
+        yield None
+        return
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def _check_shard(shard_dir: Path, backbone: Backbone, w: _ShardWork) -> _ShardResult:
+    """One shard whole, and its image records."""
+    path = shard_dir / w.name
+    out = _ShardResult(False, [], {})
+    if w.name.endswith(".tmp"):
+        out.problems.append(f"{path}: an unfinished .tmp shard is listed as good")
+    problem = _whole(path, w.info)
+    if problem:
+        out.problems.append(problem)
+        return out
+    out.whole = True
+    with _opened(path, out.problems) as f:
+        if f is None:
+            out.whole = False
+            return out
+        for key in w.images:
+            g = f.get(f"img/{key}")
+            if not isinstance(g, h5py.Group):
+                out.problems.append(f"{path}: record img/{key} is missing")
+                continue
+            problems, out.n_objects[key] = image_problems(g, backbone)
+            out.problems += [f"{path}: img/{key}: {p}" for p in problems]
+    return out
+
+
+def _check_cands(shard_dir: Path, backbone: Backbone, w: _ShardWork) -> _ShardResult:
+    """The candidate records of one whole shard."""
+    path = shard_dir / w.name
+    out = _ShardResult(True, [], {})
+    with _opened(path, out.problems) as f:
+        if f is None:
+            return out
+        for direction, key, n_objects in w.cands:
+            rec = f"cand/{direction}/{key}"
+            g = f.get(rec)
+            if not isinstance(g, h5py.Group):
+                out.problems.append(f"{path}: record {rec} is missing")
+                continue
+            problems = cand_problems(g, n_objects, backbone)
+            out.problems += [f"{path}: {rec}: {p}" for p in problems]
+    return out
 
 
 def _check_samples(

@@ -1,6 +1,7 @@
 """Write side of the cache: records into bounded HDF5 shards, each published whole or not at all.
 
-A shard is filled as `shards/{prefix}-NNNNN.h5.tmp`, then fsynced, renamed into place and
+A shard is filled as `shards/{prefix}-NNNNN.h5.tmp` (NNNNN counting on from the highest
+number the folder holds), then fsynced, renamed into place and
 handed to the caller, which lists it in the manifest; a killed run leaves only a `.tmp` file,
 removed by the next writer of the same prefix. Datasets are created from `omama.cache.schema`,
 contiguous and uncompressed, so a training read of a few rows touches only those bytes.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -71,13 +73,12 @@ class ShardWriter:
         for stale in self.dir.glob(f"{prefix}-*.h5.tmp"):
             log.info("removing unfinished shard %s from a killed run", stale.name)
             stale.unlink()
+        self._next = next_shard_number(self.dir, prefix)
 
     def _open(self) -> h5py.File:
         if self._file is None:
-            n = 0
-            while (self.dir / f"{self.prefix}-{n:05d}.h5").exists():
-                n += 1
-            self._name = f"{self.prefix}-{n:05d}.h5"
+            self._name = f"{self.prefix}-{self._next:05d}.h5"
+            self._next += 1
             self._file = h5py.File(self.dir / (self._name + ".tmp"), "w", libver="latest")
         return self._file
 
@@ -156,6 +157,14 @@ class ShardWriter:
                 log.debug("closing the unfinished shard failed", exc_info=True)
             (self.dir / (self._name + ".tmp")).unlink(missing_ok=True)
             self._file = None
+
+
+def next_shard_number(folder: Path, prefix: str) -> int:
+    """One more than the highest `{prefix}-NNNNN.h5` in `folder` (0 when none): one listing
+    of the folder, then the writer counts on."""
+    pattern = re.compile(re.escape(prefix) + r"-(\d{5,})\.h5")
+    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := pattern.fullmatch(p.name))]
+    return max(numbers, default=-1) + 1
 
 
 def _reason(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,12 +242,41 @@ def _check_annotation(path: Path, data: Any) -> dict:
     return masks
 
 
+_TREES = 4  # takes whose parsed annotation files are kept (the RLE texts: MBs per take)
+
+
+@dataclass(frozen=True)
+class _TakeIndex:
+    """What planning asks of a take, kept for every take read: its objects, and the sorted
+    objects annotated in each (camera, frame) (a few names per image)."""
+
+    objects: frozenset[str]
+    at: dict[tuple[str, str], tuple[str, ...]]
+
+
+def _index(masks: dict) -> _TakeIndex:
+    at: dict[tuple[str, str], list[str]] = {}
+    for obj in sorted(masks):
+        for cam, frames in masks[obj].items():
+            for frame in frames:
+                at.setdefault((cam, frame), []).append(obj)
+    return _TakeIndex(frozenset(masks), {k: tuple(v) for k, v in at.items()})
+
+
 class Annotations:
-    """Lazily loaded `processed/{take}/annotation.json` files, one cache per instance."""
+    """Lazily read `processed/{take}/annotation.json` files, one cache per instance: each
+    take's object index is kept once read, its RLEs only while it is among the last `_TREES`
+    takes used (a take's file is read again when its RLEs are asked for later), so a split's
+    annotations are never all in memory at once."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self._masks: dict[str, dict] = {}
+        self._trees: OrderedDict[str, dict] = OrderedDict()
+        self._index: dict[str, _TakeIndex] = {}
+
+    def __getstate__(self) -> dict:
+        """A copy (a worker process) starts with the indexes and no RLE trees."""
+        return {"root": self.root, "_trees": OrderedDict(), "_index": self._index}
 
     def path(self, take: str) -> Path:
         """Where the take's annotation file lives."""
@@ -254,24 +284,39 @@ class Annotations:
 
     def masks(self, take: str) -> dict:
         """The take's `{obj: {cam: {frame: RLE}}}` tree."""
-        cached = self._masks.get(take)
-        if cached is None:
-            path = self.path(take)
-            cached = _check_annotation(path, read_json(path, "annotation file"))
-            self._masks[take] = cached
+        cached = self._trees.get(take)
+        if cached is not None:
+            self._trees.move_to_end(take)
+            return cached
+        path = self.path(take)
+        cached = _check_annotation(path, read_json(path, "annotation file"))
+        self._trees[take] = cached
+        if len(self._trees) > _TREES:
+            self._trees.popitem(last=False)
+        if take not in self._index:
+            self._index[take] = _index(cached)
         return cached
+
+    def _take(self, take: str) -> _TakeIndex:
+        index = self._index.get(take)
+        if index is None:
+            self.masks(take)
+            index = self._index[take]
+        return index
+
+    def has_object(self, take: str, obj: str) -> bool:
+        """Whether the take's annotation file names the object."""
+        return obj in self._take(take).objects
 
     def rle(self, take: str, obj: str, cam: str, frame: str | int) -> dict | None:
         """The object's RLE at (cam, frame), or None when it is not visible there."""
-        masks = self.masks(take)
-        if obj not in masks:
+        if not self.has_object(take, obj):
             raise bad_file(self.path(take), f"object {_show(obj)} absent from annotation.json")
-        return masks[obj].get(cam, {}).get(str(frame))
+        return self.masks(take)[obj].get(cam, {}).get(str(frame))
 
     def objects_at(self, take: str, cam: str, frame: str | int) -> list[str]:
         """Sorted names of the objects annotated in one image."""
-        frame = str(frame)
-        return sorted(obj for obj, cams in self.masks(take).items() if frame in cams.get(cam, {}))
+        return list(self._take(take).at.get((cam, str(frame)), ()))
 
 
 def validate_pairs(pairs: list[Pair], annotations: Annotations, path: str | Path) -> None:
@@ -281,12 +326,11 @@ def validate_pairs(pairs: list[Pair], annotations: Annotations, path: str | Path
         ann_path = annotations.path(pair.take)
         if not ann_path.is_file():
             raise bad_file(path, f"{name}: take {pair.take!r} has no annotation file {ann_path}")
-        masks = annotations.masks(pair.take)
-        if pair.obj not in masks:
+        if not annotations.has_object(pair.take, pair.obj):
             raise bad_file(
                 path, f"{name}: pair names object {_show(pair.obj)} absent from annotation.json"
             )
-        if str(pair.frame) not in masks[pair.obj].get(pair.src_cam, {}):
+        if pair.obj not in annotations.objects_at(pair.take, pair.src_cam, pair.frame):
             raise bad_file(
                 path,
                 f"{name}: source mask absent from annotation.json (camera {pair.src_cam!r}, "

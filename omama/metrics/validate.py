@@ -132,6 +132,7 @@ def schema_problems(pred: dict, gt: dict, direction: str, strict: bool = True) -
                 if annotated is None:
                     problems.append(f"GT take {take} object {obj!r}: no annotated_frames for {dst}")
                     annotated = []
+                annotated = set(annotated)  # looked up once per frame: a set, not a list
                 wanted = [f for f in cams[src] if strict or int(f) in annotated]
                 pair = pred_objs[obj].get(key)
                 if not isinstance(pair, dict):

@@ -8,7 +8,7 @@ one size, descriptors pooled, records written to shards.
 The writer thread takes records in order and overlaps the next batch's backbone; the shards
 are the same bytes as written inline.
 
-Each published shard is handed to the caller's `save`, which lists it (manifest.json or a
+Each published shard is handed to the caller's `publish`, which lists it (manifest.json or a
 part manifest), so a killed run keeps every listed shard and resumes from there.
 """
 
@@ -220,9 +220,10 @@ def build(
     device: torch.device,
     ann: Annotations,
     prefix: str,
-    save: Callable[[Manifest], None],
+    publish: Callable[[Manifest, str, dict, list[str], list[tuple[str, str]]], None],
 ) -> Built:
-    """Compute `jobs` into shards `{prefix}-NNNNN.h5`, listing each in `work` and `save`."""
+    """Compute `jobs` into shards `{prefix}-NNNNN.h5`, each listed by `publish(work, name,
+    info, images, candidate sets)` (the split's listing) as it closes."""
     cache, root = Path(cfg.cache), Path(cfg.root)
     masks_dir = cfg.masks_dir or default_masks_dir(root, cfg.split, cfg.direction)
     spec = backbone_info(cfg.backbone)
@@ -232,15 +233,10 @@ def build(
     tokens = TokenSource(model, device, cfg.features, reader.tokens)
     built = Built()
 
-    def publish(name: str, info: dict, images: list[str], cands: list[tuple[str, str]]) -> None:
-        work.shards[name] = info
-        for key in images:
-            work.images[key] = name
-        for direction, key in cands:
-            work.candidates.setdefault(direction, {})[key] = name
-        save(work)
+    def on_publish(name: str, info: dict, images: list[str], cands: list[tuple[str, str]]) -> None:
+        publish(work, name, info, images, cands)
 
-    writer = ShardWriter(cache, prefix, publish, max_records=cfg.shard_records, backbone=spec)
+    writer = ShardWriter(cache, prefix, on_publish, max_records=cfg.shard_records, backbone=spec)
     loader = DataLoader(
         PrepareDataset(jobs, root=root, masks_dir=masks_dir, ann=ann, patch=spec.patch),
         batch_size=None,

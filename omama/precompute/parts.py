@@ -21,15 +21,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from omama.cache.manifest import (
+    Journal,
     Manifest,
     cache_lock,
     check_settings,
     file_lock,
+    list_shard,
     load_manifest,
     required,
     save_manifest,
 )
-from omama.cache.paths import manifest_path, parts_dir, shards_dir
+from omama.cache.paths import journal_path, manifest_path, parts_dir, shards_dir
 from omama.errors import OmamaError, bad_file
 from omama.files import read_json, write_json
 
@@ -98,17 +100,6 @@ class Fragment:
     bad: list[dict] = field(default_factory=list)
     done: bool = False
 
-    def take_own(self, work: Manifest, prefix: str) -> None:
-        """Copy the entries of `work` that point at this part's shards (named `prefix-*`)."""
-        own = {name for name in work.shards if name.startswith(prefix + "-")}
-        self.shards = {name: work.shards[name] for name in sorted(own)}
-        self.images = {k: v for k, v in work.images.items() if v in own}
-        self.candidates = {
-            d: {k: v for k, v in table.items() if v in own}
-            for d, table in work.candidates.items()
-            if any(v in own for v in table.values())
-        }
-
 
 _FRAGMENT_KEYS = {
     "settings": dict,
@@ -125,18 +116,34 @@ _FRAGMENT_KEYS = {
 }
 
 
+def fragment_journal(path: Path) -> Journal:
+    """The part manifest's journal of shards published since it was last written whole."""
+    return Journal(path.with_suffix(".journal"))
+
+
 def load_fragment(path: Path) -> Fragment | None:
+    """A part manifest with its journal replayed, or None when there is none."""
     if not path.exists():
         return None
     data = required(path, read_json(path, "part manifest"), {}, "part manifest")
     if data.get("format") != FRAGMENT_FORMAT:
         raise bad_file(path, "unknown part manifest format; delete it to redo the part")
     required(path, data, _FRAGMENT_KEYS, "part manifest")
-    return Fragment(**{k: data[k] for k in _FRAGMENT_KEYS})
+    fragment = Fragment(**{k: data[k] for k in _FRAGMENT_KEYS})
+    fragment_journal(path).replay(fragment)
+    return fragment
 
 
 def save_fragment(path: Path, fragment: Fragment) -> None:
+    """Write the part manifest whole (atomically), then drop the journal it now holds."""
     write_json({"format": FRAGMENT_FORMAT, **asdict(fragment)}, path, indent=1)
+    fragment_journal(path).drop()
+
+
+def _grown(journal: Journal, listed: int) -> bool:
+    """Time to write the listing whole: its journal is as long as the listing it extends
+    (rewrites at 1, 2, 4, ... shards add up to about twice the final listing)."""
+    return journal.lines >= max(1, listed - journal.lines)
 
 
 def unfinished_parts(cache: Path, direction: str, split: str, count: int) -> list[str]:
@@ -166,22 +173,37 @@ def part_count(cache: Path, direction: str, split: str) -> int:
 
 @dataclass
 class WholeSplit:
-    """Part 0 of 1: records are listed straight in manifest.json, under the cache lock."""
+    """Part 0 of 1: records are listed straight in the manifest, under the cache lock."""
 
     cache: Path
     prefix: str
+
+    def __post_init__(self) -> None:
+        self.journal = Journal(journal_path(self.cache))
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
         return cache_lock(self.cache)
 
     def open(self, settings: dict) -> Manifest:
-        """The manifest to extend (what the cache holds, or a new one)."""
+        """The manifest to extend (what the cache holds, or a new one), written whole with
+        what an earlier run's journal listed."""
         manifest = load_manifest(self.cache) or Manifest(settings=settings)
         check_settings(manifest_path(self.cache), manifest.settings, settings)
+        if not manifest_path(self.cache).exists() or self.journal.path.exists():
+            save_manifest(self.cache, manifest)
+        self.journal.lines = 0
         return manifest
 
-    def save(self, work: Manifest) -> None:
-        save_manifest(self.cache, work)
+    def publish(
+        self, work: Manifest, name: str, info: dict, images: list[str], cands: list[tuple[str, str]]
+    ) -> None:
+        """A shard just renamed into place: listed in `work` and in the journal (the listing
+        written whole once the journal has grown as long as it)."""
+        list_shard(work, name, info, images, cands)
+        self.journal.append(name, info, images, cands)
+        if _grown(self.journal, len(work.shards)):
+            save_manifest(self.cache, work)
+            self.journal.lines = 0
 
     def done(self, work: Manifest, bad: list[dict]) -> None:
         """Nothing to add: the split's finish lists the samples and writes the bad report."""
@@ -234,18 +256,27 @@ class PartOfSplit:
             if src is not None:
                 _add_listing(work, src, overwrite=True)
         frag.done, frag.bad = False, []
-        save_fragment(self.path, frag)
+        save_fragment(self.path, frag)  # drops the journal it replayed
         self.fragment = frag
+        self.journal = fragment_journal(self.path)
         return work
 
-    def save(self, work: Manifest) -> None:
-        self.fragment.take_own(work, self.prefix)
-        save_fragment(self.path, self.fragment)
+    def publish(
+        self, work: Manifest, name: str, info: dict, images: list[str], cands: list[tuple[str, str]]
+    ) -> None:
+        """A shard just renamed into place: listed in `work`, in the part manifest and in its
+        journal (the part manifest written whole once the journal has grown as long as it)."""
+        list_shard(work, name, info, images, cands)
+        list_shard(self.fragment, name, info, images, cands)
+        self.journal.append(name, info, images, cands)
+        if _grown(self.journal, len(self.fragment.shards)):
+            save_fragment(self.path, self.fragment)
+            self.journal.lines = 0
 
     def done(self, work: Manifest, bad: list[dict]) -> None:
         self.fragment.bad = bad
         self.fragment.done = True
-        self.save(work)
+        save_fragment(self.path, self.fragment)
 
 
 def split_listing(

@@ -172,7 +172,8 @@ def run_part(split: Split, part: Part, device: torch.device, report: PrecomputeR
         )
         built = Built()
         if jobs:
-            built = build(cfg, jobs, work, weights, device, split.ann, listing.prefix, listing.save)
+            args = (split.ann, listing.prefix, listing.publish)
+            built = build(cfg, jobs, work, weights, device, *args)
         report.images_computed = built.images
         report.candidate_sets_computed = built.candidate_sets
         report.bad += built.bad

@@ -17,6 +17,9 @@ Rows, one module each:
      no save
  12  omama-prepare: frames written per CPU second vs decoding the same videos alone
  13  omama-proposals images/s (decode .. npz writes) vs the FastSAM forward alone
+ 14  scale: per-item costs (precompute bookkeeping, samples, training epoch, validation,
+     evaluation, --verify, --merge) and per-process memory and open files at N and 4N images
+     and pairs, with a projection to 300k images and 1.5M pairs (`--rows 14` alone)
 
 Writes the table to BENCHMARKS.md (BENCHMARKS_GPU.md on CUDA), keeping its hand-written
 analysis block, and every raw number to bench_out/bench.json (bench_cuda.json).
@@ -53,6 +56,7 @@ from bench import (
     row_prepare,
     row_proposals,
     row_reads,
+    row_scale,
     row_train_step,
 )
 from bench.common import Ctx, Plan, Row, machine_name, met_text, ratio_text
@@ -75,6 +79,7 @@ ROWS = {
     11: row_checkpoint.run,
     12: row_prepare.run,
     13: row_proposals.run,
+    14: row_scale.run,
 }
 ALL_ROWS = tuple(ROWS)
 NEED_CACHE = {3, 4, 5, 6, 7, 11}
