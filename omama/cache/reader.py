@@ -120,6 +120,31 @@ class Records:
         """A worker process starts with no handles and an empty memo (both are per process)."""
         return {**self.__dict__, "shards": ShardReader(self.path), "_memo": OrderedDict()}
 
+    def role_grids(
+        self, samples: SampleTable | Sequence[Sample]
+    ) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(destination grid, source grid): one each, since the matcher's position embeddings
+        are tied to a grid. A camera's frames share one size, so one image per camera is
+        read; mixed grids are refused with the offending image named."""
+        table = as_table(samples)
+        take = table.column("take").astype(np.int64)
+        grids = []
+        for role in ("dst", "src"):
+            cam = table.column(f"{role}_cam").astype(np.int64)
+            _, first_rows = np.unique(take * (len(table.tables["cams"]) + 1) + cam, True)
+            first = table.key(role, 0)
+            want = self.grid(first)
+            for i in sorted(first_rows.tolist()):
+                key = table.key(role, i)
+                got = self.grid(key)
+                if got != want:
+                    raise OmamaError(
+                        f"{self.path}: image {key} has a {got[0]}x{got[1]} patch grid but "
+                        f"{first} has {want[0]}x{want[1]}; all {role} images must share one"
+                    )
+            grids.append(want)
+        return grids[0], grids[1]
+
     # --- record handles ------------------------------------------------------------------
     def image(self, key: str) -> Record:
         """The image record `img/{key}`: tokens, image, obj_* fields."""
@@ -305,28 +330,3 @@ class Cache(Records):
         if not len(kept):
             raise OmamaError(f"{self.path}: no usable {direction} {split} samples in this cache")
         return kept
-
-    def role_grids(
-        self, samples: SampleTable | Sequence[Sample]
-    ) -> tuple[tuple[int, int], tuple[int, int]]:
-        """(destination grid, source grid): one each, since the matcher's position embeddings
-        are tied to a grid. A camera's frames share one size, so one image per camera is
-        read; mixed grids are refused with the offending image named."""
-        table = as_table(samples)
-        take = table.column("take").astype(np.int64)
-        grids = []
-        for role in ("dst", "src"):
-            cam = table.column(f"{role}_cam").astype(np.int64)
-            _, first_rows = np.unique(take * (len(table.tables["cams"]) + 1) + cam, True)
-            first = table.key(role, 0)
-            want = self.grid(first)
-            for i in sorted(first_rows.tolist()):
-                key = table.key(role, i)
-                got = self.grid(key)
-                if got != want:
-                    raise OmamaError(
-                        f"{self.path}: image {key} has a {got[0]}x{got[1]} patch grid but "
-                        f"{first} has {want[0]}x{want[1]}; all {role} images must share one"
-                    )
-            grids.append(want)
-        return grids[0], grids[1]

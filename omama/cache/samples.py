@@ -310,11 +310,13 @@ def check_object_rows(samples: SampleTable, i: int, n_src: int, n_dst: int) -> N
 
 
 # --- a cache's samples -------------------------------------------------------------------
-def load_samples(cache: Path, direction: str, split: str, formats: dict[str, int]) -> SampleTable:
+def load_samples(
+    cache: Path, direction: str, split: str, formats: dict[str, int] | None = None
+) -> SampleTable:
     """A split's samples; `formats`: the manifest's samples format per "direction/split".
     Samples of an older omama, a missing or a malformed file: one line naming it."""
     path = samples_path(cache, direction, split)
-    fmt = formats.get(f"{direction}/{split}")
+    fmt = (formats or {}).get(f"{direction}/{split}")
     old = legacy_samples_path(cache, direction, split)
     if fmt is None and old.exists():
         raise bad_file(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omama import dist
-from omama.cache.reader import Cache
+from omama.cache.reader import Cache, Records
 from omama.cache.records import Sample
 from omama.cache.rle_texts import RleReads
 from omama.cache.samples import SampleTable, as_table
@@ -94,7 +94,7 @@ class EvalConfig:
     )
 
 
-def gt_samples(cache: Cache, samples: SampleTable | Sequence[Sample]) -> list[GTSample]:
+def gt_samples(cache: Records, samples: SampleTable | Sequence[Sample]) -> list[GTSample]:
     """The ground truth of each sample, in the input order, read from the cache in
     `read_order` (each image's RLEs read once)."""
     table = as_table(samples)
@@ -115,7 +115,7 @@ def gt_samples(cache: Cache, samples: SampleTable | Sequence[Sample]) -> list[GT
 
 
 def measure(
-    cache: Cache,
+    cache: Records,
     direction: str,
     samples: SampleTable | Sequence[Sample],
     scored: list[Scored],
@@ -125,7 +125,7 @@ def measure(
     """Scores of `samples` -> challenge JSON, the ground truth it faces, official metrics;
     the per-pair work over `workers` processes when there are many pairs. `gt`: the
     ground truth of `samples` when the caller built it already (`build_gt_json(gt_samples)`,
-    e.g. once per training run)."""
+    e.g. once per training run). `cache`: a `Cache`, or its `reader` of these samples."""
     table = as_table(samples)
     records = prediction_records(cache, direction, scored, workers=workers, table=table)
     pred = challenge_json(direction, records)

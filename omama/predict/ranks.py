@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from omama import dist
-from omama.cache.reader import Cache
+from omama.cache.reader import Records
 from omama.cache.records import Sample
 from omama.cache.samples import SampleTable, as_table
 from omama.loader.eval_samples import read_order
@@ -29,7 +29,7 @@ def rank_indices(n: int, batch_size: int, rank: int, world: int) -> list[int]:
 
 
 def score_across_ranks(
-    cache: Cache,
+    cache: Records,
     model: OMaMaMatcher,
     direction: str,
     samples: SampleTable | Sequence[Sample],

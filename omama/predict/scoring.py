@@ -22,7 +22,7 @@ from omama.loader.eval_samples import EvalSamples, pair_inputs, read_order
 from omama.matcher.model import OMaMaMatcher, predict
 from omama.matcher.visibility import VisibilityHead, fit_visibility, visibility_features
 from omama.metrics.validate import eval_size
-from omama.parallel import ordered_map
+from omama.parallel import ordered_map, worker_context
 from omama.predict.challenge import PredRecord
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ def score_samples(
 
     The pairs are scored in `read_order` (the pairs of one image together, each batch
     reading each of its images once) by `workers` loader processes that carry the reader
-    of `Cache.reader`, not the manifest; each batch comes back to the host as one tensor."""
+    of `Cache.reader`, not the manifest (forked only when `omama.parallel.start_method`
+    says it is safe); each batch comes back to the host as one tensor."""
     table = as_table(samples)
     reader = cache.reader(table, direction) if isinstance(cache, Cache) else cache
     order = read_order(table)
@@ -68,6 +69,8 @@ def score_samples(
         num_workers=workers,
         collate_fn=already_batched,
         pin_memory=device.type == "cuda",
+        # no fork of a process with CUDA, a process group or the checkpoint writer's thread
+        multiprocessing_context=worker_context() if workers else None,
     )
     model.eval()
     out: list[Scored | None] = [None] * len(table)
@@ -134,7 +137,7 @@ def random_scores(cache: Cache, direction: str, samples: list[Sample], seed: int
 
 
 def prediction_records(
-    cache: Cache,
+    cache: Records,
     direction: str,
     scored: list[Scored],
     mask_size: str = "official",
@@ -147,12 +150,13 @@ def prediction_records(
 
     The pairs are visited in `read_order` (each image's RLE texts read about once) and the
     workers carry the reader of `Cache.reader`; `table`: the scored samples as a table, when
-    the caller has it (else it is built here)."""
+    the caller has it (else it is built here). `cache`: a `Cache`, or already the reader
+    of `Cache.reader` for these samples."""
     if not scored:
         return []
     table = table if table is not None else as_table([s.sample for s in scored])
     order = read_order(table).tolist()
-    reader = cache.reader(table, direction)
+    reader = cache.reader(table, direction) if isinstance(cache, Cache) else cache
     context = (reader, direction, mask_size)
     done = ordered_map(_records, context, [scored[i] for i in order], workers)
     out: list[PredRecord | None] = [None] * len(scored)

@@ -189,8 +189,10 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
         model.grid_q,
         device,
     )
-    # the validation pairs' ground truth, read once per run (each epoch scores the same pairs)
-    val_gt = build_gt_json(gt_samples(cache, val)) if val and main else None
+    # the validation pairs' reader and ground truth, made once per run (each epoch scores the
+    # same pairs); the reader is what loader and post-processing workers carry
+    val_reader = cache.reader(val, cfg.direction) if val else None
+    val_gt = build_gt_json(gt_samples(val_reader, val)) if val and main else None
     # state.pt, log.json, curves and last/best.pt are written by one thread behind the steps,
     # in order; leaving the block (also by an exception) waits for the last of them
     with BackgroundSaver() as saver:
@@ -244,7 +246,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
             record: dict = {"epoch": epoch, "step": step}
             if val:
                 scored = score_across_ranks(
-                    cache,
+                    val_reader,
                     model,
                     cfg.direction,
                     val,
@@ -260,7 +262,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
                 else:
                     log.warning("epoch %d validation: one visibility class only", epoch)
                 scored = with_confidence(scored, head, "visibility")
-                _, _, metrics = measure(cache, cfg.direction, val, scored, cfg.workers, val_gt)
+                _, _, metrics = measure(val_reader, cfg.direction, val, scored, cfg.workers, val_gt)
                 record.update(metrics.as_dict())
                 log.info("epoch %d validation: %s", epoch, json.dumps(metrics.as_dict()))
                 iou = metrics.iou

@@ -24,7 +24,7 @@ from bench.common import (
     subprocess_env,
 )
 from omama.cache.reader import Cache
-from omama.loader.eval_samples import EvalSamples
+from omama.loader.eval_samples import EvalSamples, pair_inputs
 from omama.matcher.checkpoint import build_matcher, save_matcher_state
 from omama.matcher.model import predict
 from omama.predict.evaluate import EvalConfig, run_eval
@@ -72,7 +72,7 @@ def run(ctx: Ctx) -> list[Row]:
     # the scoring forward alone, batches already in memory
     pairs, bs = EvalSamples(cache, DIRECTION, samples), cfg.batch_size
     batches = [pairs.__getitems__(list(range(i, min(i + bs, n)))) for i in range(0, n, bs)]
-    batches = [{k: v.to(dev) for k, v in b.items()} for b in batches]
+    batches = [pair_inputs({k: v.to(dev) for k, v in b.items()}) for b in batches]
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
     model.eval()
 
