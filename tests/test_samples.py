@@ -329,3 +329,33 @@ def test_no_fork_of_a_process_with_cuda_a_process_group_or_threads(monkeypatch):
         stop.set()
         writer.join()
     assert parallel.start_method() == "fork"
+
+
+def test_validation_reads_in_workers_and_builds_its_ground_truth_once(
+    cache_dir, tmp_path, monkeypatch
+):
+    """Two epochs validated by 2 loader workers (started from the fork server: the checkpoint
+    writer's thread runs) give the epochs of a run validated in the main process, and the
+    validation ground truth is read once per run."""
+    from omama.train import loop
+
+    calls = []
+    real = loop.gt_samples
+    monkeypatch.setattr(loop, "gt_samples", lambda *a: calls.append(1) or real(*a))
+    runs = {}
+    for workers in (0, 2):
+        cfg = loop.TrainConfig(
+            cache=cache_dir,
+            out=tmp_path / f"w{workers}",
+            epochs=2,
+            batch_size=4,
+            n_masks=8,
+            val_limit=10,
+            workers=workers,
+            device="cpu",
+            seed=3,
+            token_store_gb=0,
+        )
+        runs[workers] = loop.run_train(cfg)["epochs"]
+    assert len(calls) == 2  # once per run, not per epoch
+    assert runs[2] == runs[0] and len(runs[0]) == 2 and "iou" in runs[0][0]
