@@ -123,19 +123,25 @@ class SampleTable:
         return got
 
     def string(self, table: str, i: int) -> str:
-        return bytes(self.tables[table][i]).decode()
+        return self.tables[table][i].decode()
 
     def key(self, role: str, i: int) -> str:
         """Row i's image key of `role` ("src" or "dst")."""
         return self.string("images", int(self.columns[role][self.entry(i)]))
 
     def _sample(self, j: int) -> Sample:
-        c = self.columns
+        c, t = self.columns, self.tables
+        images = t["images"]
         return Sample(
-            **{
-                f: (int(c[f][j]) if t is None else self.string(t, int(c[f][j])))
-                for f, t in _FIELDS.items()
-            }
+            take=t["takes"][c["take"][j]].decode(),
+            obj=t["objs"][c["obj"][j]].decode(),
+            src_cam=t["cams"][c["src_cam"][j]].decode(),
+            dst_cam=t["cams"][c["dst_cam"][j]].decode(),
+            frame=t["frames"][c["frame"][j]].decode(),
+            src=images[c["src"][j]].decode(),
+            dst=images[c["dst"][j]].decode(),
+            src_k=int(c["src_k"][j]),
+            dst_k=int(c["dst_k"][j]),
         )
 
     def __getitem__(self, i):  # int -> Sample; slice or index array -> SampleTable
