@@ -72,7 +72,12 @@ def records(cache: Path, split: str, direction: str = "exo2ego") -> dict:
     """{record path: {dataset: array, '@attr': value}} of every record a split's samples use,
     read straight from the HDF5 files the manifest names (plain h5py, no omama reader)."""
     manifest = json.loads((cache / "manifest.json").read_text())
-    samples = json.loads((cache / "samples" / f"{direction}_{split}.json").read_text())
+    columns = np.load(cache / "samples" / f"{direction}_{split}.npz")  # plain numpy
+    keys = [k.decode() for k in columns["images"]]
+    samples = [
+        {r: keys[i] for r in ("src", "dst") for i in [columns[r][j]]}
+        for j in range(len(columns["src"]))
+    ]
     wanted = {f"img/{s[r]}": manifest["images"][s[r]] for s in samples for r in ("src", "dst")}
     for s in samples:
         wanted[f"cand/{direction}/{s['dst']}"] = manifest["candidates"][direction][s["dst"]]
@@ -329,7 +334,7 @@ def test_a_dead_part_reruns_alone_then_merges(
     assert again.merged and again.samples == load_manifest(ref).splits["exo2ego/test"]
     assert_same_records(records(ref, "test"), records(cache, "test"))
     assert not stale.exists()
-    samples = Path("samples") / "exo2ego_test.json"
+    samples = Path("samples") / "exo2ego_test.npz"
     assert (cache / samples).read_bytes() == (cache_dir / samples).read_bytes()
 
     before = (cache / "manifest.json").read_text()

@@ -17,6 +17,7 @@ from test_descriptors import make_case
 from test_matcher import _plain_attention, _plain_matcher, _sharp_model
 from torch.utils.data import DataLoader
 
+from omama.cache.manifest import load_manifest
 from omama.cache.paths import shards_dir
 from omama.cache.reader import Cache
 from omama.loader.negatives import choose_negatives
@@ -154,7 +155,7 @@ def _plain_sample(data: TrainSamples, epoch: int, i: int) -> dict[str, torch.Ten
     """A training sample (docs/reference.md, Training sample) read the plain way: whole h5py
     datasets, indexed in numpy."""
     s = data.samples[i]
-    m = data.cache.manifest
+    m = load_manifest(data.cache.path)  # the workers' reader carries no manifest
     rng = np.random.default_rng([data.seed, epoch, i])
     src = _plain_group(data.cache, m.images[s.src], f"img/{s.src}")
     dst = _plain_group(data.cache, m.images[s.dst], f"img/{s.dst}")

@@ -178,8 +178,8 @@ def test_precompute_killed_at_random_points_resumes_to_the_same_cache(
     assert sorted(got) == sorted(want)
     for path in want:
         assert got[path] == want[path], path
-    samples = cache / "samples" / "exo2ego_train.json"
-    assert samples.read_bytes() == (ref_cache / "samples" / "exo2ego_train.json").read_bytes()
+    samples = cache / "samples" / "exo2ego_train.npz"
+    assert samples.read_bytes() == (ref_cache / "samples" / "exo2ego_train.npz").read_bytes()
 
 
 def test_verify_reports_a_damaged_cache(single_run, tmp_path, capsys):

@@ -15,7 +15,6 @@ that already holds it changes nothing.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import json
@@ -27,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from omama.backbones import Backbone, recorded_backbone
-from omama.cache.paths import journal_path, lock_path, manifest_path, samples_path
-from omama.cache.records import Sample
+from omama.cache.paths import journal_path, lock_path, manifest_path
 from omama.errors import OmamaError, bad_file
 from omama.files import read_json, write_json
 
@@ -46,6 +44,8 @@ class Manifest:
     splits: dict[str, int] = field(default_factory=dict)  # "direction/split" -> sample count
     # "direction/split" -> {pairs_fraction, seed, ...} for splits built from --pairs-fraction
     subsets: dict[str, dict] = field(default_factory=dict)
+    # "direction/split" -> format of its samples file (omama.cache.samples); none: JSON, older
+    sample_formats: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -56,6 +56,7 @@ class Manifest:
             "candidates": self.candidates,
             "splits": self.splits,
             "subsets": self.subsets,
+            "sample_formats": self.sample_formats,
         }
 
     @property
@@ -67,7 +68,6 @@ class Manifest:
 
 _JSON_NAMES = {dict: "JSON object", list: "JSON list", str: "string", int: "number"}
 _MANIFEST_KEYS = {"settings": dict, "shards": dict, "images": dict, "candidates": dict}
-_SAMPLE_KEYS = {f.name: str for f in dataclasses.fields(Sample)} | {"src_k": int, "dst_k": int}
 
 
 def required(path: Path, data: Any, keys: dict[str, type], what: str) -> dict:
@@ -157,6 +157,7 @@ def load_manifest(cache: Path) -> Manifest | None:
         candidates=data["candidates"],
         splits=data.get("splits", {}),
         subsets=data.get("subsets", {}),
+        sample_formats=data.get("sample_formats", {}),
     )
     Journal(journal_path(cache)).replay(manifest)
     return manifest
@@ -181,24 +182,6 @@ def check_settings(path: Path, have: dict, want: dict) -> None:
             f"cache was built with {k}={have.get(k)!r}, this run asks {want.get(k)!r}; "
             "use another --cache folder or delete this one",
         )
-
-
-def save_samples(cache: Path, direction: str, split: str, samples: list[Sample]) -> None:
-    write_json([s.to_json() for s in samples], samples_path(cache, direction, split))
-
-
-def load_samples(cache: Path, direction: str, split: str) -> list[Sample]:
-    """A split's samples; a missing or malformed file is one line naming it."""
-    path = samples_path(cache, direction, split)
-    if not path.exists():
-        raise bad_file(
-            path, f"no {direction} {split} samples in this cache; run omama-precompute first"
-        )
-    rows = read_json(path, "samples file")
-    if not isinstance(rows, list):
-        raise bad_file(path, f"expected a JSON list of samples, found {type(rows).__name__}")
-    rows = [required(path, row, _SAMPLE_KEYS, "sample") for row in rows]
-    return [Sample(**{k: row[k] for k in _SAMPLE_KEYS}) for row in rows]
 
 
 @contextlib.contextmanager

@@ -26,6 +26,12 @@ def shards_dir(cache: str | Path) -> Path:
 
 
 def samples_path(cache: str | Path, direction: str, split: str) -> Path:
+    """A split's samples as columns (`omama.cache.samples`)."""
+    return Path(cache) / "samples" / f"{direction}_{split}.npz"
+
+
+def legacy_samples_path(cache: str | Path, direction: str, split: str) -> Path:
+    """Where an older omama kept a split's samples (a JSON list, samples format 1)."""
     return Path(cache) / "samples" / f"{direction}_{split}.json"
 
 

@@ -1,17 +1,21 @@
 """The one way to read a finished cache: training, evaluation and pictures all read through here.
 
     cache = Cache(CACHE)
-    samples = cache.samples("exo2ego", "train")
+    samples = cache.samples("exo2ego", "train")  # a SampleTable (columns, memory-mapped)
     rec = cache.image(samples[0].src)            # a record handle (memoised per process)
     tokens = cache.tokens(rec)                   # float16 [T, C], fp16 or int8 storage
     rows = cache.rows(cache.cands("exo2ego", samples[0].dst), "desc", [3, 1])
+    reader = cache.reader(samples, "exo2ego")    # the same reads, for loader workers
 
 A record handle knows where each of its array fields lies in its shard file (see `extents`):
 array fields are read with positional reads of exactly the bytes asked for, into arrays the
 caller may supply (a whole batch is allocated once and read into); strings (RLEs, names) and
 anything HDF5 alone can read go through h5py. File handles are opened lazily per process, so
-a `Cache` is safe to hand to DataLoader workers. A later device-resident token store sits
-behind `tokens`.
+a `Cache` is safe to hand to DataLoader workers. The record reads live in `Records`, which
+finds a record's shard through a locator: the manifest's maps for a `Cache`, or, for the
+reader handed to loader and post-processing workers (`Cache.reader`), arrays over one
+split's image keys (a binary search in the samples file's sorted key table), so a worker
+carries neither the manifest nor a copy of the samples.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ import numpy as np
 
 from omama.cache import quant
 from omama.cache.extents import Extent, advise, extent, read_at, read_rows_at
-from omama.cache.manifest import Manifest, load_manifest, load_samples
+from omama.cache.manifest import Manifest, load_manifest
 from omama.cache.paths import bad_report_path, manifest_path
 from omama.cache.records import Sample
+from omama.cache.samples import SampleTable, as_table, load_samples
 from omama.cache.shards import ShardReader
 from omama.errors import OmamaError, bad_file
 
@@ -53,17 +58,61 @@ class Record:
         return "token_scale" in self.fields
 
 
-class Cache:
-    """A finished cache folder, read-only; picklable (workers open their own handles)."""
+def image_keys(samples: SampleTable) -> list[str]:
+    """The samples file's image keys, decoded (not kept: the table keeps its bytes)."""
+    return [k.decode() for k in samples.tables["images"].tolist()]
 
-    def __init__(self, path: str | Path, manifest: Manifest | None = None) -> None:
-        """`manifest`: a writer's in-memory listing (precompute reusing what it has written);
-        by default the one on disk."""
+
+class ManifestLocator:
+    """Where records are, from the manifest's maps (image key -> shard)."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+
+    def image_shard(self, key: str) -> str | None:
+        return self.manifest.images.get(key)
+
+    def cand_shard(self, direction: str, key: str) -> str | None:
+        return self.manifest.candidates.get(direction, {}).get(key)
+
+
+class SampleLocator:
+    """Where one split's records are, as arrays over its samples file's sorted image keys:
+    a few bytes per image, and the key table itself stays in the shared file mapping."""
+
+    def __init__(self, samples: SampleTable, manifest: Manifest, direction: str) -> None:
+        self.samples, self.direction = samples, direction
+        keys = image_keys(samples)
+        images, cands = manifest.images, manifest.candidates.get(direction, {})
+        img = [images.get(k) for k in keys]
+        cand = [cands.get(k) for k in keys]
+        self.shards = sorted({n for n in (*img, *cand) if n is not None})
+        index = {n: i for i, n in enumerate(self.shards)}
+        self.image = np.array([index.get(n, -1) for n in img], np.int32)  # type: ignore[arg-type]
+        self.cand = np.array([index.get(n, -1) for n in cand], np.int32)  # type: ignore[arg-type]
+
+    def _shard(self, which: np.ndarray, key: str) -> str | None:
+        keys = self.samples.tables["images"]
+        raw = key.encode()
+        i = int(np.searchsorted(keys, raw))
+        if i >= len(keys) or keys[i] != raw or which[i] < 0:
+            return None
+        return self.shards[which[i]]
+
+    def image_shard(self, key: str) -> str | None:
+        return self._shard(self.image, key)
+
+    def cand_shard(self, direction: str, key: str) -> str | None:
+        return self._shard(self.cand, key) if direction == self.direction else None
+
+
+class Records:
+    """Record handles and field reads of a cache folder, read-only; picklable (workers open
+    their own handles). `where` finds each record's shard (see the module's docstring)."""
+
+    def __init__(self, path: str | Path, where: ManifestLocator | SampleLocator) -> None:
         self.path = Path(path)
-        manifest = manifest or load_manifest(self.path)
-        if manifest is None:
-            raise bad_file(manifest_path(self.path), "no cache here; run omama-precompute first")
-        self.manifest: Manifest = manifest
+        self.where = where
         self.shards = ShardReader(self.path)
         self._memo: OrderedDict[str, Record] = OrderedDict()
 
@@ -71,41 +120,27 @@ class Cache:
         """A worker process starts with no handles and an empty memo (both are per process)."""
         return {**self.__dict__, "shards": ShardReader(self.path), "_memo": OrderedDict()}
 
-    # --- samples -------------------------------------------------------------------------
-    def samples(self, direction: str, split: str) -> list[Sample]:
-        """The split's samples whose images are all cached (others were skipped as bad input)."""
-        samples = load_samples(self.path, direction, split)
-        cands = self.manifest.candidates.get(direction, {})
-        kept = [s for s in samples if s.src in self.manifest.images and s.dst in cands]
-        if len(kept) < len(samples):
-            report = bad_report_path(self.path, direction, split)
-            log.warning(
-                "%s %s: skipping %d of %d pairs whose images were not cached%s",
-                direction,
-                split,
-                len(samples) - len(kept),
-                len(samples),
-                f" (bad input, listed in {report})" if report.exists() else "",
-            )
-        if not kept:
-            raise OmamaError(f"{self.path}: no usable {direction} {split} samples in this cache")
-        return kept
-
-    def role_grids(self, samples: list[Sample]) -> tuple[tuple[int, int], tuple[int, int]]:
+    def role_grids(
+        self, samples: SampleTable | Sequence[Sample]
+    ) -> tuple[tuple[int, int], tuple[int, int]]:
         """(destination grid, source grid): one each, since the matcher's position embeddings
         are tied to a grid. A camera's frames share one size, so one image per camera is
         read; mixed grids are refused with the offending image named."""
+        table = as_table(samples)
+        take = table.column("take").astype(np.int64)
         grids = []
-        for attr in ("dst", "src"):
-            first = getattr(samples[0], attr)
+        for role in ("dst", "src"):
+            cam = table.column(f"{role}_cam").astype(np.int64)
+            _, first_rows = np.unique(take * (len(table.tables["cams"]) + 1) + cam, True)
+            first = table.key(role, 0)
             want = self.grid(first)
-            per_camera = {getattr(s, attr).rsplit("/", 1)[0]: getattr(s, attr) for s in samples}
-            for key in per_camera.values():
+            for i in sorted(first_rows.tolist()):
+                key = table.key(role, i)
                 got = self.grid(key)
                 if got != want:
                     raise OmamaError(
                         f"{self.path}: image {key} has a {got[0]}x{got[1]} patch grid but "
-                        f"{first} has {want[0]}x{want[1]}; all {attr} images must share one"
+                        f"{first} has {want[0]}x{want[1]}; all {role} images must share one"
                     )
             grids.append(want)
         return grids[0], grids[1]
@@ -113,14 +148,14 @@ class Cache:
     # --- record handles ------------------------------------------------------------------
     def image(self, key: str) -> Record:
         """The image record `img/{key}`: tokens, image, obj_* fields."""
-        shard = self.manifest.images.get(key)
+        shard = self.where.image_shard(key)
         if shard is None:
             raise bad_file(manifest_path(self.path), f"image {key} is not in this cache")
         return self._record(shard, f"img/{key}")
 
     def cands(self, direction: str, key: str) -> Record:
         """The candidate record `cand/{direction}/{key}`: desc, boxes, adj, rle, anchor."""
-        shard = self.manifest.candidates.get(direction, {}).get(key)
+        shard = self.where.cand_shard(direction, key)
         if shard is None:
             raise bad_file(
                 manifest_path(self.path), f"{direction} candidates of {key} are not in this cache"
@@ -251,3 +286,47 @@ class Cache:
 
     def close(self) -> None:
         self.shards.close()
+
+
+class Cache(Records):
+    """A finished cache folder, read-only, with its manifest: the samples of each split, and
+    `reader`, the light reader of one split's records for worker processes."""
+
+    def __init__(self, path: str | Path, manifest: Manifest | None = None) -> None:
+        """`manifest`: a writer's in-memory listing (precompute reusing what it has written);
+        by default the one on disk."""
+        manifest = manifest or load_manifest(Path(path))
+        if manifest is None:
+            raise bad_file(manifest_path(path), "no cache here; run omama-precompute first")
+        super().__init__(path, ManifestLocator(manifest))
+        self.manifest: Manifest = manifest
+
+    def reader(self, samples: SampleTable, direction: str) -> Records:
+        """The records of these samples' images (and `direction`'s candidates), located
+        without the manifest: what loader and post-processing workers carry."""
+        return Records(self.path, SampleLocator(samples, self.manifest, direction))
+
+    # --- samples -------------------------------------------------------------------------
+    def samples(self, direction: str, split: str) -> SampleTable:
+        """The split's samples whose images are all cached (others were skipped as bad
+        input), as a memory-mapped table (a view without a copy when none is skipped)."""
+        table = load_samples(self.path, direction, split, self.manifest.sample_formats)
+        keys = image_keys(table)
+        cands = self.manifest.candidates.get(direction, {})
+        have_img = np.array([k in self.manifest.images for k in keys], bool)
+        have_cand = np.array([k in cands for k in keys], bool)
+        ok = have_img[table.column("src")] & have_cand[table.column("dst")]
+        kept = table if ok.all() else table.take_rows(np.flatnonzero(ok))
+        if len(kept) < len(table):
+            report = bad_report_path(self.path, direction, split)
+            log.warning(
+                "%s %s: skipping %d of %d pairs whose images were not cached%s",
+                direction,
+                split,
+                len(table) - len(kept),
+                len(table),
+                f" (bad input, listed in {report})" if report.exists() else "",
+            )
+        if not len(kept):
+            raise OmamaError(f"{self.path}: no usable {direction} {split} samples in this cache")
+        return kept

@@ -19,8 +19,9 @@ import numpy as np
 
 from omama.backbones import DEFAULT_BACKBONE, Backbone
 from omama.cache import schema
-from omama.cache.manifest import Manifest, load_manifest, load_samples
+from omama.cache.manifest import Manifest, load_manifest
 from omama.cache.paths import bad_report_path, manifest_path, samples_path, shards_dir
+from omama.cache.samples import load_samples
 from omama.config import default_workers
 from omama.errors import OmamaError
 from omama.files import file_sha256, read_json
@@ -270,7 +271,7 @@ def _check_samples(
         direction, _, split = split_key.partition("/")
         path = samples_path(cache, direction, split)
         try:
-            samples = load_samples(cache, direction, split)
+            samples = load_samples(cache, direction, split, manifest.sample_formats)
         except OmamaError as exc:
             report.problems.append(str(exc))
             continue

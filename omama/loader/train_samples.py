@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from omama.cache.reader import Cache, Record
 from omama.cache.records import Sample
+from omama.cache.samples import check_object_rows
 from omama.loader.batches import already_batched, batch_tensor
 from omama.loader.negatives import choose_negatives
 
@@ -49,9 +50,9 @@ class TrainSamples(Dataset):
     collate = staticmethod(already_batched)
 
     def __init__(self, cache: Cache, direction: str, split: str, n_masks: int, seed: int) -> None:
-        self.cache = cache
         self.direction = direction
         self.samples = cache.samples(direction, split)
+        self.cache = cache.reader(self.samples, direction)
         self.n_masks = n_masks
         self.seed = seed
         self.store_rows: dict[str, dict[str, int]] | None = None
@@ -85,6 +86,8 @@ class TrainSamples(Dataset):
                 io.image(s.dst),
                 io.cands(self.direction, s.dst),
             )
+            n_src, n_dst = io.shape(d.src, "obj_desc")[0], io.shape(d.dst, "obj_desc")[0]
+            check_object_rows(self.samples, i, n_src, n_dst)
             for rec in (d.src, d.dst) if self.store_rows is None else ():
                 io.hint(rec, "tokens")
                 io.hint(rec, "token_scale")

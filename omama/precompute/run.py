@@ -28,8 +28,9 @@ import torch
 
 from omama import dist
 from omama.backbones import DEFAULT_BACKBONE, backbone_info
-from omama.cache.manifest import Manifest, cache_lock, save_manifest, save_samples
+from omama.cache.manifest import Manifest, cache_lock, save_manifest
 from omama.cache.paths import bad_report_path, parts_dir, random_init_weights_path
+from omama.cache.samples import save_samples
 from omama.config import require
 from omama.dataset.layout import Annotations
 from omama.errors import OmamaError, bad_file
@@ -238,7 +239,7 @@ def finish_split(split: Split, manifest: Manifest, bad_images: list[dict]) -> in
     split_key = f"{cfg.direction}/{cfg.split}"
     # pairs of bad images stay listed: the cache reader skips them and says how many
     samples = build_samples(chosen.pairs, split.ann)
-    save_samples(cache, cfg.direction, cfg.split, samples)
+    manifest.sample_formats[split_key] = save_samples(cache, cfg.direction, cfg.split, samples)
     manifest.splits[split_key] = len(samples)
     if chosen.subset is None:
         manifest.subsets.pop(split_key, None)

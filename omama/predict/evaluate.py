@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from omama import dist
-from omama.cache.reader import Cache
+from omama.cache.reader import Cache, Records
 from omama.cache.records import Sample
 from omama.cache.rle_texts import RleReads
+from omama.cache.samples import SampleTable, as_table
 from omama.config import default_device, default_workers, opt, require
 from omama.constants import DIRECTIONS, SPLITS
 from omama.errors import OmamaError, bad_file
 from omama.files import read_json, write_json
+from omama.loader.eval_samples import read_order
 from omama.matcher.checkpoint import build_matcher
 from omama.matcher.visibility import CONFIDENCES
 from omama.metrics.groundtruth import GTSample, build_gt_json
@@ -94,11 +97,15 @@ class EvalConfig:
     )
 
 
-def gt_samples(cache: Cache, samples: list[Sample]) -> list[GTSample]:
-    """The ground truth of each sample, read from the cache (each image's RLEs read once)."""
+def gt_samples(cache: Records, samples: SampleTable | Sequence[Sample]) -> list[GTSample]:
+    """The ground truth of each sample, in the input order, read from the cache in
+    `read_order` (each image's RLEs read once)."""
+    table = as_table(samples)
     reads = RleReads(cache)
-    return [
-        GTSample(
+    out: list[GTSample | None] = [None] * len(table)
+    for i in read_order(table).tolist():
+        s = table[i]
+        out[i] = GTSample(
             take=s.take,
             obj=s.obj,
             src_cam=s.src_cam,
@@ -107,17 +114,25 @@ def gt_samples(cache: Cache, samples: list[Sample]) -> list[GTSample]:
             src_rle=reads.obj_rle(s.src, s.src_k),
             dst_rle=reads.obj_rle(s.dst, s.dst_k) if s.dst_k >= 0 else None,
         )
-        for s in samples
-    ]
+    return out  # type: ignore[return-value]
 
 
 def measure(
-    cache: Cache, direction: str, samples: list[Sample], scored: list[Scored], workers: int = 0
+    cache: Records,
+    direction: str,
+    samples: SampleTable | Sequence[Sample],
+    scored: list[Scored],
+    workers: int = 0,
+    gt: dict | None = None,
 ) -> tuple[dict, dict, Metrics]:
     """Scores of `samples` -> challenge JSON, the ground truth it faces, official metrics;
-    the per-pair work over `workers` processes when there are many pairs."""
-    pred = challenge_json(direction, prediction_records(cache, direction, scored, workers=workers))
-    gt = build_gt_json(gt_samples(cache, samples))
+    the per-pair work over `workers` processes when there are many pairs. `gt`: the
+    ground truth of `samples` when the caller built it already (`build_gt_json(gt_samples)`,
+    e.g. once per training run). `cache`: a `Cache`, or its `reader` of these samples."""
+    table = as_table(samples)
+    records = prediction_records(cache, direction, scored, workers=workers, table=table)
+    pred = challenge_json(direction, records)
+    gt = gt if gt is not None else build_gt_json(gt_samples(cache, table))
     # a validation subset need not hold every frame the official validator would ask for
     return pred, gt, evaluate(pred, gt, direction, strict=False, workers=workers)
 
@@ -179,7 +194,7 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
             scored = with_confidence(scored, model.visibility, cfg.confidence)
     if scored is None:  # not rank 0: its scores went to rank 0
         return None
-    records = prediction_records(cache, cfg.direction, scored, cfg.mask_size, cfg.workers)
+    records = prediction_records(cache, cfg.direction, scored, cfg.mask_size, cfg.workers, samples)
     pred = challenge_json(cfg.direction, records)
     write_json(pred, cfg.out)
     if cfg.gt is not None:

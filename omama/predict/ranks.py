@@ -1,19 +1,21 @@
 """Scoring split over torchrun ranks, gathered on rank 0 in the input order.
 
-Ranks take whole batches (batch k goes to rank k mod K), not single samples, so every batch
-is padded and computed exactly as in a 1-process run and the gathered scores are identical
-to it, not merely close.
+Ranks take whole batches of the read order (batch k goes to rank k mod K), not single
+samples, so every batch is padded and computed exactly as in a 1-process run and the gathered
+scores are identical to it, not merely close.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
 from omama import dist
-from omama.cache.reader import Cache
+from omama.cache.reader import Records
 from omama.cache.records import Sample
+from omama.cache.samples import SampleTable, as_table
+from omama.loader.eval_samples import read_order
 from omama.matcher.model import OMaMaMatcher
 from omama.predict.scoring import Scored, score_samples
 
@@ -27,10 +29,10 @@ def rank_indices(n: int, batch_size: int, rank: int, world: int) -> list[int]:
 
 
 def score_across_ranks(
-    cache: Cache,
+    cache: Records,
     model: OMaMaMatcher,
     direction: str,
-    samples: list[Sample],
+    samples: SampleTable | Sequence[Sample],
     device: torch.device,
     env: dist.DistEnv | None,
     batch_size: int = 16,
@@ -53,12 +55,14 @@ def score_across_ranks(
             on_batch,
             precision,
         )
-    mine = rank_indices(len(samples), batch_size, env.rank, env.world)
+    table = as_table(samples)
+    order = read_order(table)  # score_samples' own order: this rank's batches of it
+    mine = order[rank_indices(len(table), batch_size, env.rank, env.world)]
     scored = score_samples(
         cache,
         model,
         direction,
-        [samples[i] for i in mine],
+        table.take_rows(mine),
         device,
         batch_size,
         workers,
@@ -69,8 +73,9 @@ def score_across_ranks(
     gathered = dist.gather_to_main(env, scored)
     if gathered is None:
         return None
-    out: list[Scored | None] = [None] * len(samples)
+    out: list[Scored | None] = [None] * len(table)
     for rank, part in enumerate(gathered):
-        for i, s in zip(rank_indices(len(samples), batch_size, rank, env.world), part, strict=True):
+        theirs = order[rank_indices(len(table), batch_size, rank, env.world)]
+        for i, s in zip(theirs.tolist(), part, strict=True):
             out[i] = s
     return out  # type: ignore[return-value]

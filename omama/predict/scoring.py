@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -13,15 +13,16 @@ from tqdm import tqdm
 
 from omama import precision as prec
 from omama import rle_runs
-from omama.cache.reader import Cache
+from omama.cache.reader import Cache, Records
 from omama.cache.records import Sample
 from omama.cache.rle_texts import RleReads
+from omama.cache.samples import SampleTable, as_table
 from omama.loader.batches import already_batched
-from omama.loader.eval_samples import EvalSamples
+from omama.loader.eval_samples import EvalSamples, pair_inputs, read_order
 from omama.matcher.model import OMaMaMatcher, predict
 from omama.matcher.visibility import VisibilityHead, fit_visibility, visibility_features
 from omama.metrics.validate import eval_size
-from omama.parallel import ordered_map
+from omama.parallel import ordered_map, worker_context
 from omama.predict.challenge import PredRecord
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,10 @@ class Scored:
 
 @torch.inference_mode()
 def score_samples(
-    cache: Cache,
+    cache: Records,
     model: OMaMaMatcher,
     direction: str,
-    samples: list[Sample],
+    samples: SampleTable | Sequence[Sample],
     device: torch.device,
     batch_size: int = 16,
     workers: int = 0,
@@ -52,36 +53,54 @@ def score_samples(
 ) -> list[Scored]:
     """Best candidate, confidence and top-5 for each sample, in the input order, scored in
     `precision` (omama.precision); `on_batch` is called after each batch (`--profile`'s
-    step hook)."""
+    step hook).
+
+    The pairs are scored in `read_order` (the pairs of one image together, each batch
+    reading each of its images once) by `workers` loader processes that carry the reader
+    of `Cache.reader`, not the manifest (forked only when `omama.parallel.start_method`
+    says it is safe); each batch comes back to the host as one tensor."""
+    table = as_table(samples)
+    reader = cache.reader(table, direction) if isinstance(cache, Cache) else cache
+    order = read_order(table)
     loader = DataLoader(
-        EvalSamples(cache, direction, samples),
+        EvalSamples(reader, direction, table),
         batch_size=batch_size,
+        sampler=order.tolist(),
         num_workers=workers,
         collate_fn=already_batched,
         pin_memory=device.type == "cuda",
+        # no fork of a process with CUDA, a process group or the checkpoint writer's thread
+        multiprocessing_context=worker_context() if workers else None,
     )
     model.eval()
-    out: list[Scored | None] = [None] * len(samples)
+    out: list[Scored | None] = [None] * len(table)
     for batch in tqdm(loader, desc="score", unit="batch", disable=not progress, leave=False):
-        b = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        b = pair_inputs({k: v.to(device, non_blocking=True) for k, v in batch.items()})
         with prec.autocast(precision, device):
             sims = model(b["src_desc"], b["cand_desc"], b["src_tokens"], b["dst_tokens"])
-        best, conf, top5 = predict(sims.float(), b["valid"])
-        feats = visibility_features(sims, b["valid"]).cpu().numpy()
-        best, conf, top5 = best.cpu().numpy(), conf.cpu().numpy(), top5.cpu().numpy()
-        counts = batch["valid"].sum(1).numpy()
+        result = batch_results(sims, b["valid"]).cpu().numpy()  # the one copy to the host
+        counts = batch["valid"].sum(1)[batch["dst_rows"]].tolist()
         for j, i in enumerate(batch["index"].tolist()):
+            r = result[j]
             out[i] = Scored(
-                samples[i],
-                int(best[j]),
-                float(conf[j]),
-                tuple(int(t) for t in top5[j]),
+                table[i],
+                int(r[0]),
+                float(r[1]),
+                tuple(int(t) for t in r[2:7]),
                 int(counts[j]),
-                tuple(float(f) for f in feats[j]),
+                tuple(float(f) for f in r[7:10]),
             )
         if on_batch is not None:
             on_batch()
     return out  # type: ignore[return-value]
+
+
+def batch_results(sims: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """A batch's results as one float32 tensor [B, 10]: best, confidence, top-5 (indices,
+    exact in float32), visibility features (3): one copy back to the host per batch."""
+    best, conf, top5 = predict(sims.float(), valid)
+    feats = visibility_features(sims, valid)
+    return torch.cat([best[:, None].float(), conf[:, None], top5.float(), feats], dim=1)
 
 
 def with_confidence(scored: list[Scored], head: VisibilityHead, mode: str) -> list[Scored]:
@@ -118,19 +137,35 @@ def random_scores(cache: Cache, direction: str, samples: list[Sample], seed: int
 
 
 def prediction_records(
-    cache: Cache,
+    cache: Records,
     direction: str,
     scored: list[Scored],
     mask_size: str = "official",
     workers: int = 0,
+    table: SampleTable | None = None,
 ) -> list[PredRecord]:
     """Each pair's chosen candidate as an RLE at the official size (default: the destination
     GT's size, else the image's, resized to longest side 480, cv2-nearest) or at the cache's
-    crop size, in the input order; over `workers` processes when there are many pairs."""
-    return ordered_map(_records, (cache, direction, mask_size), scored, workers)
+    crop size, in the input order; over `workers` processes when there are many pairs.
+
+    The pairs are visited in `read_order` (each image's RLE texts read about once) and the
+    workers carry the reader of `Cache.reader`; `table`: the scored samples as a table, when
+    the caller has it (else it is built here). `cache`: a `Cache`, or already the reader
+    of `Cache.reader` for these samples."""
+    if not scored:
+        return []
+    table = table if table is not None else as_table([s.sample for s in scored])
+    order = read_order(table).tolist()
+    reader = cache.reader(table, direction) if isinstance(cache, Cache) else cache
+    context = (reader, direction, mask_size)
+    done = ordered_map(_records, context, [scored[i] for i in order], workers)
+    out: list[PredRecord | None] = [None] * len(scored)
+    for i, record in zip(order, done, strict=True):
+        out[i] = record
+    return out  # type: ignore[return-value]
 
 
-def _records(context: tuple[Cache, str, str], scored: list[Scored]) -> list[PredRecord]:
+def _records(context: tuple[Records, str, str], scored: list[Scored]) -> list[PredRecord]:
     cache, direction, mask_size = context
     reads = RleReads(cache, direction)
     records = []

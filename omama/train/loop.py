@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from omama import dist
 from omama.cache.reader import Cache
+from omama.cache.samples import SampleTable
 from omama.config import default_device, default_workers, opt, require
 from omama.constants import DIRECTIONS, SPLITS
 from omama.errors import OmamaError, bad_file
@@ -24,8 +25,9 @@ from omama.loader.sampler import EpochSampler
 from omama.loader.token_store import budget_bytes
 from omama.loader.train_samples import TrainSamples
 from omama.matcher.checkpoint import build_matcher, matcher_weights, save_matcher_state
+from omama.metrics.groundtruth import build_gt_json
 from omama.precision import PRECISIONS
-from omama.predict.evaluate import measure
+from omama.predict.evaluate import gt_samples, measure
 from omama.predict.ranks import score_across_ranks
 from omama.predict.scoring import fit_confidence, with_confidence
 from omama.profiling import StepProfiler
@@ -109,7 +111,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
     torch.manual_seed(cfg.seed)
     cache = Cache(cfg.cache)
     data = TrainSamples(cache, cfg.direction, cfg.train_split, cfg.n_masks, cfg.seed)
-    val = []
+    val: SampleTable | list = []
     if cfg.val_split != "none":
         val = cache.samples(cfg.direction, cfg.val_split)
         val = val[: cfg.val_limit] if cfg.val_limit else val
@@ -187,6 +189,10 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
         model.grid_q,
         device,
     )
+    # the validation pairs' reader and ground truth, made once per run (each epoch scores the
+    # same pairs); the reader is what loader and post-processing workers carry
+    val_reader = cache.reader(val, cfg.direction) if val else None
+    val_gt = build_gt_json(gt_samples(val_reader, val)) if val and main else None
     # state.pt, log.json, curves and last/best.pt are written by one thread behind the steps,
     # in order; leaving the block (also by an exception) waits for the last of them
     with BackgroundSaver() as saver:
@@ -241,7 +247,14 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
             record: dict = {"epoch": epoch, "step": step}
             if val:
                 scored = score_across_ranks(
-                    cache, model, cfg.direction, val, device, env, batch_size=cfg.batch_size
+                    val_reader,
+                    model,
+                    cfg.direction,
+                    val,
+                    device,
+                    env,
+                    batch_size=cfg.batch_size,
+                    workers=cfg.workers,  # loader workers read the pairs in read order
                 )
             if val and main:
                 head = model.visibility
@@ -250,7 +263,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
                 else:
                     log.warning("epoch %d validation: one visibility class only", epoch)
                 scored = with_confidence(scored, head, "visibility")
-                _, _, metrics = measure(cache, cfg.direction, val, scored, cfg.workers)
+                _, _, metrics = measure(val_reader, cfg.direction, val, scored, cfg.workers, val_gt)
                 record.update(metrics.as_dict())
                 log.info("epoch %d validation: %s", epoch, json.dumps(metrics.as_dict()))
                 iou = metrics.iou

@@ -11,7 +11,7 @@ import time
 
 from bench.common import DIRECTION, LOOP_SPLIT, TRAIN_SPLIT, Ctx
 from bench.host import cpu_with_children
-from omama.cache.manifest import load_samples, save_samples
+from omama.cache.samples import load_samples, save_samples
 from omama.precompute import backbone
 from omama.precompute.run import PrecomputeConfig, run_precompute
 from omama.synth import SynthConfig, generate
@@ -73,7 +73,7 @@ def tile_loop_split(ctx: Ctx, n_needed: int, exact: bool = False) -> int:
     """Write the train pairs, repeated to at least n_needed (`exact`: exactly n_needed), as
     the loop split's sample list (a repeated pair draws other negatives: the sample's RNG is
     seeded by its index). Returns the number written."""
-    samples = load_samples(ctx.cache, DIRECTION, TRAIN_SPLIT)
+    samples = list(load_samples(ctx.cache, DIRECTION, TRAIN_SPLIT))
     tiled = samples * max(1, math.ceil(n_needed / len(samples)))
     tiled = tiled[:n_needed] if exact else tiled
     save_samples(ctx.cache, DIRECTION, LOOP_SPLIT, tiled)

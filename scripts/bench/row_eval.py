@@ -25,7 +25,7 @@ from bench.common import (
 )
 from omama import precision as prec
 from omama.cache.reader import Cache
-from omama.loader.eval_samples import EvalSamples
+from omama.loader.eval_samples import EvalSamples, pair_inputs
 from omama.matcher.checkpoint import build_matcher, save_matcher_state
 from omama.matcher.model import predict
 from omama.predict.evaluate import EvalConfig, run_eval
@@ -73,7 +73,7 @@ def run(ctx: Ctx) -> list[Row]:
     # the scoring forward alone, batches already in memory
     pairs, bs = EvalSamples(cache, DIRECTION, samples), cfg.batch_size
     batches = [pairs.__getitems__(list(range(i, min(i + bs, n)))) for i in range(0, n, bs)]
-    batches = [{k: v.to(dev) for k, v in b.items()} for b in batches]
+    batches = [pair_inputs({k: v.to(dev) for k, v in b.items()}) for b in batches]
     model.eval()
 
     def forward_all() -> None:  # in omama-eval's precision (fp32 unless --precision says)

@@ -11,8 +11,8 @@ import torch
 
 from bench.common import DIRECTION, TRAIN_SPLIT, Ctx, Row
 from omama.backbones import DEFAULT_BACKBONE
-from omama.cache.manifest import load_samples
 from omama.cache.reader import Cache
+from omama.cache.samples import load_samples
 from omama.precompute import backbone
 from omama.precompute.options import PrecomputeConfig
 

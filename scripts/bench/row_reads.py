@@ -21,6 +21,7 @@ from bench.common import DIRECTION, LOOP_SPLIT, TRAIN, TRAIN_SPLIT, Ctx, Plan, R
 from omama.cache.extents import runs
 from omama.cache.paths import shards_dir
 from omama.cache.reader import Cache, Record
+from omama.cache.samples import SampleTable
 from omama.loader.sampler import EpochSampler
 from omama.loader.train_samples import TrainSamples
 
@@ -47,6 +48,10 @@ class ObservedCache(Cache):
         for a, b in runs(uniq):
             start = ext.offset + int(uniq[a]) * ext.row_bytes
             self.ranges.append((path, start, (b - a) * ext.row_bytes))
+
+    def reader(self, samples: SampleTable, direction: str) -> ObservedCache:
+        """The loader's reader is this one, so that its reads are noted too."""
+        return self
 
     def whole(self, rec: Record, name: str, out: np.ndarray | None = None) -> np.ndarray:
         self._note(rec, name)
