@@ -250,17 +250,17 @@ def test_unwritable_output_folders_are_one_line(cache_dir, data, weights, tmp_pa
     argv = precompute_cmd(data, blocker / "cache", weights)[3:]
     assert precompute_cli.main(argv) == 2
     line = error_line(capsys.readouterr().err, "omama-precompute")
-    assert f"{blocker / 'cache'}: cannot write the cache folder (Not a directory)" in line
+    assert f"{blocker / 'cache'}: cannot create the folder ({blocker} is not a directory)" in line
 
     train = ["--cache", cache_dir, "--out", blocker / "run", "--device", "cpu", "--workers", 0]
     assert train_cli.main([str(a) for a in train]) == 2
     line = error_line(capsys.readouterr().err, "omama-train")
-    assert f"{blocker / 'run'}: cannot create the run folder (Not a directory)" in line
+    assert f"{blocker / 'run'}: cannot create the folder ({blocker} is not a directory)" in line
 
     ev = ["--cache", cache_dir, "--baseline", "random", "--out", blocker / "pred.json"]
     assert eval_cli.main([str(a) for a in ev + ["--device", "cpu", "--workers", 0]]) == 2
     line = error_line(capsys.readouterr().err, "omama-eval")
-    assert f"{blocker}: cannot write here" in line
+    assert f"{blocker / 'pred.json'}: cannot write here ({blocker} is not a directory)" in line
 
 
 # ---------------------------------------------------------------------------- training

@@ -7,6 +7,7 @@ from torch.utils.data import Dataset
 
 from omama.cache.reader import Cache
 from omama.cache.records import Sample
+from omama.cache.sample_rows import check_object_rows
 from omama.loader.batches import batch_tensor
 
 
@@ -33,6 +34,7 @@ class EvalSamples(Dataset):
         for i in indices:
             s = self.samples[i]
             src, dst, cand = io.image(s.src), io.image(s.dst), io.cands(self.direction, s.dst)
+            check_object_rows(io, self.direction, s, src, dst)
             for rec, name in ((src, "tokens"), (dst, "tokens"), (cand, "desc")):
                 io.hint(rec, name)
             recs.append((s, src, dst, cand))

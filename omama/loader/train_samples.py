@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from omama.cache.reader import Cache, Record
 from omama.cache.records import Sample
+from omama.cache.sample_rows import check_object_rows
 from omama.loader.batches import already_batched, batch_tensor
 from omama.loader.negatives import choose_negatives
 
@@ -84,6 +85,7 @@ class TrainSamples(Dataset):
                 io.image(s.dst),
                 io.cands(self.direction, s.dst),
             )
+            check_object_rows(io, self.direction, s, d.src, d.dst)
             for rec in (d.src, d.dst) if self.store_rows is None else ():
                 io.hint(rec, "tokens")
                 io.hint(rec, "token_scale")

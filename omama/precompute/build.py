@@ -88,7 +88,9 @@ class PrepareDataset(Dataset):
         for obj in job.objects:
             r = self.ann.rle(job.take, obj, job.cam, job.frame)
             where = f"{self.ann.path(job.take)} [{obj}/{job.cam}/{job.frame}]"
-            obj_masks.append(resize_mask(rle.decode(r, where), hw))
+            mask = rle.decode(r, where)
+            rle.check_aspect(r, orig_hw, where, str(path))
+            obj_masks.append(resize_mask(mask, hw))
             obj_rle.append(json.dumps(r))
         out["obj_rle"] = obj_rle
         objs = np.stack(obj_masks) if obj_masks else np.zeros((0, *hw), dtype=np.uint8)
