@@ -7,11 +7,13 @@ import logging
 from pathlib import Path
 
 from omama import dist, preflight
+from omama.cache.manifest import load_manifest
 from omama.cache.verify import verify_cache
 from omama.cli.common import run_cli
 from omama.config import parse_config, require
 from omama.errors import OmamaError
 from omama.precompute.estimate import dry_run
+from omama.precompute.fingerprints import all_records, stale_records
 from omama.precompute.run import PrecomputeConfig, resolve_part, run_precompute
 
 log = logging.getLogger("omama.cli.precompute")
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.verify:
             require(cfg, "cache")
             preflight.input_dir(cfg.cache, "cache", "cache folder")
-            return verify(Path(cfg.cache))
+            preflight.input_dir(cfg.root, "root", "dataset root")
+            return verify(Path(cfg.cache), cfg.root)
         check_paths(cfg)
         if cfg.dry_run:
             print(dry_run(cfg))
@@ -81,9 +84,18 @@ def check_paths(cfg: PrecomputeConfig) -> None:
     preflight.distinct({"root": cfg.root}, {"cache": cfg.cache})
 
 
-def verify(cache: Path) -> int:
-    """Print a summary of a good cache; log every problem of a bad one and fail with the first."""
+def verify(cache: Path, root: Path | None = None) -> int:
+    """Print a summary of a good cache; log every problem of a bad one and fail with the first.
+    Records whose input files changed since they were cached are problems too (compared
+    with the files under `root`, or under the root each shard was computed from)."""
     report = verify_cache(cache)
+    manifest = load_manifest(cache)
+    if manifest is not None:
+        stale = stale_records(cache, manifest, all_records(manifest), root)
+        report.problems += [
+            f"{cache}: {s.record} is stale, {s.why}; rerun its split with --stale recompute"
+            for s in stale
+        ]
     for problem in report.problems:
         log.error("%s", problem)
     if report.problems:

@@ -200,8 +200,10 @@ def build(
     ann: Annotations,
     prefix: str,
     save: Callable[[Manifest], None],
+    on_publish: Callable[[str, list[str], list[tuple[str, str]]], None] | None = None,
 ) -> Built:
-    """Compute `jobs` into shards `{prefix}-NNNNN.h5`, listing each in `work` and `save`."""
+    """Compute `jobs` into shards `{prefix}-NNNNN.h5`, listing each in `work` and `save`;
+    `on_publish(shard, image keys, (direction, key) candidate sets)` runs just before."""
     cache, root = Path(cfg.cache), Path(cfg.root)
     masks_dir = cfg.masks_dir or default_masks_dir(root, cfg.split, cfg.direction)
     spec = backbone_info(cfg.backbone)
@@ -212,6 +214,8 @@ def build(
     built = Built()
 
     def publish(name: str, info: dict, images: list[str], cands: list[tuple[str, str]]) -> None:
+        if on_publish is not None:  # e.g. the records' input fingerprints, before the listing
+            on_publish(name, images, cands)
         work.shards[name] = info
         for key in images:
             work.images[key] = name
