@@ -21,9 +21,11 @@ from omama.cache.manifest import load_manifest
 from omama.cache.reader import Cache
 from omama.cli import eval as eval_cli
 from omama.cli import gt as gt_cli
+from omama.cli import precompute as precompute_cli
 from omama.cli import train as train_cli
 from omama.matcher.checkpoint import save_matcher_state
 from omama.matcher.model import OMaMaMatcher
+from omama.rle import encode
 from omama.synth.writing import relations_path
 
 
@@ -318,3 +320,79 @@ def test_lr_too_high_stops_training_and_keeps_the_good_checkpoint(cache_dir, tmp
     assert "the loss or a gradient is not finite (is --lr too high?)" in line
     assert not (out2 / "last.pt").exists()
     assert snapshot(out) == good
+
+
+# ------------------------------------------------------------------ inputs edited after precompute
+
+
+def precompute_argv(root: Path, cache: Path, weights: Path, *extra) -> list[str]:
+    argv = ["--root", root, "--cache", cache, "--weights", weights, "--split", "test", *CPU]
+    return [str(a) for a in (*argv, "--batch-size", 4, *extra)]
+
+
+def test_inputs_edited_after_precompute_are_stale(synth_root, cache_dir, weights, tmp_path, capsys):
+    """An object's RLE edited in annotation.json and a candidate file rewritten: the rerun
+    names the stale records and stops, --verify lists them, --stale recompute computes
+    exactly them again, and the cache then holds the edited ground truth."""
+    root = Path(shutil.copytree(synth_root, tmp_path / "data"))  # mtimes kept
+    cache = Path(shutil.copytree(cache_dir, tmp_path / "cache"))
+    assert precompute_cli.main(precompute_argv(root, cache, weights)) == 0  # nothing stale yet
+    assert ": 0 images and 0 candidate sets computed, 6 reused" in capsys.readouterr().out
+
+    sample = Cache(cache).samples("exo2ego", "test")[0]
+    ann_path = root / "processed" / sample.take / "annotation.json"
+    ann = json.loads(ann_path.read_text())
+    rle = ann["masks"][sample.obj][sample.src_cam][str(int(sample.frame))]
+    h, w = rle["size"]
+    square = np.zeros((h, w), np.uint8)
+    square[h // 4 : h // 2, w // 4 : w // 2] = 1
+    new_rle = encode(square)
+    ann["masks"][sample.obj][sample.src_cam][str(int(sample.frame))] = new_rle
+    ann_path.write_text(json.dumps(ann))
+    masks = root / "Masks_TEST_EXO2EGO" / sample.take / sample.dst_cam / f"{sample.frame}_masks.npz"
+    masks.write_bytes(masks.read_bytes())  # same bytes, new mtime: the file was touched
+
+    before = snapshot(cache)
+    refused(
+        capsys,
+        precompute_cli.main,
+        precompute_argv(root, cache, weights),
+        "omama-precompute",
+        f"{cache}: ",
+        "cached records are stale, ",
+        "rerun with --stale recompute",
+    )
+    assert snapshot(cache) == before
+    stale_img, stale_cand = f"img/{sample.src}", f"cand/exo2ego/{sample.dst}"
+    line = refused(
+        capsys,
+        precompute_cli.main,
+        ["--verify", "--cache", cache, "--root", root],
+        "omama-precompute",
+        "is stale, input changed since it was cached: ",
+    )
+    assert stale_img in line or stale_cand in line, line
+    assert snapshot(cache) == before
+
+    argv = precompute_argv(root, cache, weights, "--stale", "recompute")
+    assert precompute_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert ": 1 images and 1 candidate sets computed, 4 reused" in out, out
+    assert precompute_cli.main(["--verify", "--cache", str(cache), "--root", str(root)]) == 0
+    reread = Cache(cache)
+    src = reread.samples("exo2ego", "test")[0]
+    assert reread.obj_rle(src.src, src.src_k) == new_rle
+    manifest = load_manifest(cache)
+    assert manifest.images[sample.src] != load_manifest(cache_dir).images[sample.src]
+    reread.close()
+
+
+def test_fingerprints_leave_the_records_unchanged(cache_dir):
+    """Fingerprints live beside the shards (CACHE/inputs/), one file per listed shard."""
+    manifest = load_manifest(cache_dir)
+    for shard in manifest.shards:
+        doc = json.loads((cache_dir / "inputs" / f"{shard}.json").read_text())
+        assert doc["records"], shard
+        for record, prints in doc["records"].items():
+            assert record.startswith(("img/", "cand/exo2ego/"))
+            assert prints["frame"][0] > 0 and len(prints["ann"]) == 20
