@@ -25,7 +25,7 @@ def input_file(path: Path | None, name: str, what: str = "file") -> None:
         return
     path = Path(path)
     if not path.exists():
-        raise bad_file(path, f"{what} not found ({flag(name)})")
+        raise bad_file(path, f"{what} missing ({flag(name)})")
     if path.is_dir():
         raise bad_file(path, f"is a folder, not a {what} ({flag(name)})")
     if not os.access(path, os.R_OK):
@@ -38,7 +38,7 @@ def input_dir(path: Path | None, name: str, what: str = "folder") -> None:
         return
     path = Path(path)
     if not path.exists():
-        raise bad_file(path, f"{what} not found ({flag(name)})")
+        raise bad_file(path, f"{what} missing ({flag(name)})")
     if not path.is_dir():
         raise bad_file(path, f"not a folder ({flag(name)} wants the {what})")
 

@@ -198,7 +198,7 @@ def test_eval_checks_every_path_before_scoring(
     cases = [
         (
             eval_argv(cache_dir, checkpoint, out) + ["--gt", tmp_path / "no_gt.json"],
-            f"{tmp_path / 'no_gt.json'}: ground-truth file not found (--gt)",
+            f"{tmp_path / 'no_gt.json'}: ground-truth file missing (--gt)",
         ),
         (
             eval_argv(cache_dir, checkpoint, blocker / "pred.json"),

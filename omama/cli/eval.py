@@ -6,8 +6,8 @@ import json
 
 from omama import preflight
 from omama.cli.common import run_cli
-from omama.config import parse_config, require
-from omama.predict.evaluate import EvalConfig, output_paths, run_eval
+from omama.config import parse_config
+from omama.predict.evaluate import EvalConfig, check_options, output_paths, run_eval
 
 DESCRIPTION = (
     "Score every candidate of every pair of a cached split, write the predictions as RLE JSON "
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_paths(cfg: EvalConfig) -> None:
     """Every input there, every output writable and none of them an input, before any work."""
-    require(cfg, "cache", "out")
+    check_options(cfg)
     preflight.input_dir(cfg.cache, "cache", "cache folder")
     preflight.input_file(cfg.checkpoint, "checkpoint", "checkpoint file")
     preflight.input_file(cfg.gt, "gt", "ground-truth file")

@@ -71,7 +71,7 @@ def check_paths(cfg: PrecomputeConfig) -> None:
     """The root, the weights and the other input files there; the cache folder writable and
     not the root; before the backbone loads."""
     require(cfg, "root", "cache")
-    if not cfg.merge:
+    if not cfg.merge and not cfg.dry_run:
         resolve_part(cfg, dist.from_env())  # options that do not fit together come first
     preflight.input_dir(cfg.root, "root", "dataset root")
     preflight.input_file(cfg.weights, "weights", "weights file")

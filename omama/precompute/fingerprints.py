@@ -122,7 +122,11 @@ def write_shard_prints(
         path = f"cand/{direction}/{key}"
         if path in prints:
             records[path] = prints[path]
-    doc = {"root": str(inputs.root), "masks_dir": str(inputs.masks_dir), "records": records}
+    doc = {
+        "root": str(inputs.root.absolute()),
+        "masks_dir": str(inputs.masks_dir.absolute()),
+        "records": records,
+    }
     write_json(doc, inputs_path(cache, shard))
 
 
@@ -164,7 +168,7 @@ def stale_records(
             continue
         base = Path(root) if root is not None else Path(doc["root"])
         masks_dir = Path(doc["masks_dir"])
-        if root is not None and Path(doc["root"]) in masks_dir.parents:  # moved with the root
+        if root is not None and Path(doc["root"]) in masks_dir.parents:  # moves with the root
             masks_dir = base / masks_dir.relative_to(doc["root"])
         where = inputs.setdefault(
             (str(base), str(masks_dir)),

@@ -140,6 +140,13 @@ def output_paths(cfg: EvalConfig) -> dict[str, Path]:
 def run_eval(cfg: EvalConfig) -> Metrics | None:
     """Under torchrun the ranks score interleaved batches and rank 0 writes the one JSON
     (identical to a 1-process run's) and returns the metrics; other ranks return None."""
+    check_options(cfg)
+    with dist.session(cfg.device) as env:
+        return _run_eval(cfg, env)
+
+
+def check_options(cfg: EvalConfig) -> None:
+    """Options that must or must not come together (one line each, before any path)."""
     require(cfg, "cache", "out")
     if (cfg.checkpoint is None) == (cfg.baseline == "none"):
         raise OmamaError("give exactly one of --checkpoint FILE or --baseline random")
@@ -151,8 +158,6 @@ def run_eval(cfg: EvalConfig) -> Metrics | None:
                 "--relations scores against the whole split's official GT; drop --limit"
             )
         require(cfg, "root")
-    with dist.session(cfg.device) as env:
-        return _run_eval(cfg, env)
 
 
 def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
