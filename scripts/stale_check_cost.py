@@ -3,8 +3,9 @@
 Builds a throw-away root of N images (a tiny frame, a masks and a boxes file each, 20 images
 per take with 4 objects of RLEs of real length), fingerprints them into shards of 256
 records as precompute does, then times `stale_records` over every image and candidate
-record (warm file-system cache: what a rerun on local disk pays; a cold network file
-system pays its own `stat` latency three times per image on top).
+record, with annotation.json already read (a rerun reads it anyway to check the pairs), on
+a warm file-system cache: what a rerun on local disk pays; a cold network file system pays
+its own `stat` latency three times per image on top.
 
     python scripts/stale_check_cost.py --images 20000 --out /tmp/stale_cost
 """
@@ -68,7 +69,7 @@ def main() -> None:
         write_shard_prints(cache, shard, inputs, prints, keys, [("exo2ego", k) for k in keys])
     written = time.perf_counter() - t0
     t0 = time.perf_counter()
-    stale = stale_records(cache, manifest, all_records(manifest), root)
+    stale = stale_records(cache, manifest, all_records(manifest), root, inputs.ann)
     checked = time.perf_counter() - t0
     n = args.images
     print(

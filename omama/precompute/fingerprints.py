@@ -53,9 +53,15 @@ def file_print(path: Path) -> list[int]:
 
 def annotation_print(ann: Annotations, take: str, cam: str, frame: str) -> str:
     """A hash of one image's objects and their RLEs in annotation.json."""
-    objs = ann.objects_at(take, cam, frame)
-    text = json.dumps([[o, ann.rle(take, o, cam, frame)] for o in objs], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    digest = hashlib.sha256()
+    for obj in ann.objects_at(take, cam, frame):
+        rle = ann.rle(take, obj, cam, frame) or {}
+        counts = rle.get("counts", "")
+        counts = counts.encode() if isinstance(counts, str) else repr(counts).encode()
+        digest.update(f"{obj}\0{rle.get('size')}\0".encode())
+        digest.update(counts)
+        digest.update(b"\0")
+    return digest.hexdigest()[:20]
 
 
 @dataclass(frozen=True)
@@ -153,13 +159,16 @@ def stale_records(
     manifest: Manifest,
     records: Iterable[tuple[str, str]],
     root: Path | None = None,
+    ann: Annotations | None = None,
 ) -> list[Stale]:
     """Of `records` ((record path, shard) pairs), those whose input files differ now from
     their fingerprints. `root`: the dataset root to compare against (default: the one each
-    shard was computed from); candidate files are looked up in the masks folder recorded."""
+    shard was computed from), `ann` its annotations when already read; candidate files are
+    looked up in the masks folder recorded."""
     memo: dict[str, dict | None] = {}
     inputs: dict[tuple[str, str], Inputs] = {}
-    anns: dict[str, Annotations] = {}
+    anns: dict[str, Annotations] = {str(root): ann} if root is not None and ann else {}
+    images: dict[tuple[Path, str], dict] = {}
     out = []
     for record, shard in records:
         doc = _load(cache, shard, memo)
@@ -174,10 +183,16 @@ def stale_records(
             (str(base), str(masks_dir)),
             Inputs(base, masks_dir, anns.setdefault(str(base), Annotations(base))),
         )
-        take, cam, frame = _split_key(record.split("/", 1 if record.startswith("img/") else 2)[-1])
+        key = record.split("/", 1 if record.startswith("img/") else 2)[-1]
+        take, cam, frame = _split_key(key)
         try:
-            now = where.candidates(take, cam, frame) if record.startswith("cand/") else None
-            now = now or where.image(take, cam, frame)
+            base_print = images.get((where.root, key))
+            if base_print is None:  # an image's own part, once for its image and candidates
+                base_print = images[(where.root, key)] = where.image(take, cam, frame)
+            now = dict(base_print)
+            if record.startswith("cand/"):
+                masks, boxes = candidate_paths(where.masks_dir, take, cam, frame)
+                now.update(masks=file_print(masks), boxes=file_print(boxes))
         except OmamaError as exc:  # annotation.json unreadable or the object gone
             out.append(Stale(record, f"its annotation cannot be read now ({exc})"))
             continue

@@ -214,7 +214,7 @@ def check_stale(split: Split, part: Part, work: Manifest, mine: list[str]) -> No
     so this run computes them again; `keep` uses them as they are, with a warning."""
     cfg = split.cfg
     listed = listed_records(work, mine, split.images.dest, cfg.direction)
-    stale = stale_records(split.cache, work, listed, Path(cfg.root))
+    stale = stale_records(split.cache, work, listed, Path(cfg.root), split.ann)
     if not stale:
         return
     for s in stale:
