@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import typing
 from pathlib import Path
@@ -177,8 +178,40 @@ def read_section(
     return out
 
 
+def _strict_value(kind: type, value: Any) -> Any:
+    """A config value as the command line would take it, or ValueError.
+
+    A string is parsed as the same flag's text would be; otherwise the YAML type must be the
+    option's own (an int for an int, a number for a float, true/false for a switch): YAML's
+    `1.7`, `true` or `"no"` are never coerced into an int or a switch.
+    """
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(value)
+    if isinstance(value, bool):  # a bool is an int to Python, never to a user
+        raise ValueError(value)
+    if isinstance(value, str) and kind in (int, float):
+        return kind(value.strip())
+    if kind is float and isinstance(value, (int, float)):
+        return float(value)
+    if kind is int and isinstance(value, int):
+        return value
+    if kind is str and isinstance(value, str):
+        return value
+    if kind is Path and isinstance(value, (str, Path)):
+        return Path(value)
+    if kind in _KIND_NAMES:
+        raise ValueError(value)
+    return value
+
+
+_KIND_NAMES = {int: "an int", float: "a number", str: "a string (quote it)", Path: "a path"}
+
+
 def make_config(cls: type[T], values: dict[str, Any], source: str = "config") -> T:
-    """Coerce types, check choices and bounds, and build the dataclass."""
+    """Check types (as strictly as the command line), choices, bounds and finiteness, run the
+    class's own `check()` when it has one, and build the dataclass."""
     hints = typing.get_type_hints(cls)
     clean: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -186,11 +219,12 @@ def make_config(cls: type[T], values: dict[str, Any], source: str = "config") ->
             continue
         value = values[f.name]
         kind = _base_type(hints[f.name])
-        if value is not None and kind in (int, float, str, Path) and not isinstance(value, kind):
+        if value is not None:
             try:
-                value = kind(value)
-            except (TypeError, ValueError):
-                msg = f"{source}: option {f.name}={value!r} is not a {kind.__name__}"
+                value = _strict_value(kind, value)
+            except ValueError:
+                want = "true or false" if kind is bool else _KIND_NAMES.get(kind, kind.__name__)
+                msg = f"{source}: option {f.name}={value!r} is not {want}"
                 raise OmamaError(msg) from None
         clean[f.name] = value
     cfg = cls(**clean)
@@ -198,10 +232,18 @@ def make_config(cls: type[T], values: dict[str, Any], source: str = "config") ->
         value = getattr(cfg, f.name)
         choices, low = f.metadata.get("choices"), f.metadata.get("low")
         flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise OmamaError(f"{source}: {flag} must be a finite number, got {value}")
         if choices is not None and value is not None and value not in choices:
             raise OmamaError(f"{source}: {flag} must be one of {', '.join(choices)}, got {value!r}")
         if low is not None and value is not None and value < low:
             raise OmamaError(f"{source}: {flag} must be at least {low}, got {value}")
+    check = getattr(cfg, "check", None)
+    if callable(check):
+        try:
+            check()
+        except OmamaError as exc:
+            raise OmamaError(f"{source}: {exc}") from None
     return cfg
 
 

@@ -128,3 +128,19 @@ def decode(rle: dict, where: str = "RLE") -> np.ndarray:
     if mask.shape != tuple(size):
         raise OmamaError(f"{where}: RLE decodes to {mask.shape}, expected {tuple(size)}")
     return mask
+
+
+# How far an annotation's aspect may stray from its frame's (int truncation of a resize).
+ASPECT_TOLERANCE = 0.05
+
+
+def check_aspect(rle: dict, image_hw: tuple[int, int], where: str, image: str) -> None:
+    """An annotation RLE is at its camera's original resolution, so it has its frame's
+    aspect (h/w within `ASPECT_TOLERANCE`); else OmamaError naming `where` and the frame."""
+    h, w = (int(s) for s in rle["size"])
+    ih, iw = image_hw
+    if h <= 0 or w <= 0 or abs((h / w) / (ih / iw) - 1.0) > ASPECT_TOLERANCE:
+        raise OmamaError(
+            f"{where}: RLE of {h}x{w} does not have the aspect of its image {image} "
+            f"({ih}x{iw}); annotations are at the camera's original resolution"
+        )

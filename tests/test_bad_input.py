@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from omama import rle
 from omama.cache.reader import Cache
 from omama.cli import eval as eval_cli
 from omama.cli import precompute as precompute_cli
@@ -168,6 +169,18 @@ def _rle_does_not_decode(root: Path) -> tuple[Path, str]:
     return path, "RLE does not decode"
 
 
+def _rle_wrong_aspect(root: Path) -> tuple[Path, str]:
+    # a valid RLE, but 100x300 for a frame whose annotations are square or 16:9-ish
+    _, take, cam, obj, _, frame = json.loads(pairs_path(root).read_text())[0][2].rsplit("//", 5)
+    path = root / "processed" / take / "annotation.json"
+    ann = json.loads(path.read_text())
+    mask = np.zeros((100, 300), np.uint8)
+    mask[10:40, 20:90] = 1
+    ann["masks"][obj][cam][frame] = rle.encode(mask)
+    path.write_text(json.dumps(ann))
+    return path, "RLE of 100x300 does not have the aspect of its image"
+
+
 BROKEN_FILES: dict[str, Callable[[Path], tuple[Path, str]]] = {
     "truncated jpeg": _truncate_jpeg,
     "corrupt jpeg": _corrupt_jpeg,
@@ -177,6 +190,7 @@ BROKEN_FILES: dict[str, Callable[[Path], tuple[Path, str]]] = {
     "boxes count differs from masks": _boxes_count_differs,
     "masks of unexpected size": _masks_wrong_size,
     "rle does not decode": _rle_does_not_decode,
+    "rle of another aspect": _rle_wrong_aspect,
 }
 
 

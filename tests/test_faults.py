@@ -250,17 +250,17 @@ def test_unwritable_output_folders_are_one_line(cache_dir, data, weights, tmp_pa
     argv = precompute_cmd(data, blocker / "cache", weights)[3:]
     assert precompute_cli.main(argv) == 2
     line = error_line(capsys.readouterr().err, "omama-precompute")
-    assert f"{blocker / 'cache'}: cannot write the cache folder (Not a directory)" in line
+    assert f"{blocker / 'cache'}: cannot create the folder ({blocker} is not a directory)" in line
 
     train = ["--cache", cache_dir, "--out", blocker / "run", "--device", "cpu", "--workers", 0]
     assert train_cli.main([str(a) for a in train]) == 2
     line = error_line(capsys.readouterr().err, "omama-train")
-    assert f"{blocker / 'run'}: cannot create the run folder (Not a directory)" in line
+    assert f"{blocker / 'run'}: cannot create the folder ({blocker} is not a directory)" in line
 
     ev = ["--cache", cache_dir, "--baseline", "random", "--out", blocker / "pred.json"]
     assert eval_cli.main([str(a) for a in ev + ["--device", "cpu", "--workers", 0]]) == 2
     line = error_line(capsys.readouterr().err, "omama-eval")
-    assert f"{blocker}: cannot write here" in line
+    assert f"{blocker / 'pred.json'}: cannot write here ({blocker} is not a directory)" in line
 
 
 # ---------------------------------------------------------------------------- training
@@ -471,3 +471,90 @@ def test_concurrent_readers_read_correctly(cache_dir, tmp_path, capsys):
     together = json.loads((tmp_path / "together.json").read_text())
     assert alone == together
     cache.close()
+
+
+# omama-train that SIGKILLs itself just before step N runs, once the state of step N - 1 is on
+# disk (so the kill lands at a known point: inside a log period, after a save).
+KILL_BEFORE_STEP = """
+import os, signal, sys, time
+from pathlib import Path
+import torch
+from omama.cli import train
+from omama.train.step import TrainStep
+
+state, kill_at = Path(sys.argv[1]), int(sys.argv[2])
+plain = TrainStep.__call__
+
+def stepping(self, batch, weight=None):
+    if self.steps + 1 == kill_at:
+        while True:
+            try:
+                if torch.load(state, map_location="cpu", weights_only=False)["step"] == kill_at - 1:
+                    break
+            except Exception:
+                pass
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return plain(self, batch, weight)
+
+TrainStep.__call__ = stepping
+sys.exit(train.main(sys.argv[3:]))
+"""
+
+
+def test_resume_inside_a_log_period_gives_the_same_log_and_checkpoints(cache_dir, tmp_path, capsys):
+    """8 steps, the mean loss logged at 4, 5 and 8, the state saved at 3, 4 and 6: killed
+    before step 7, the resumed run's log (the mean of steps 6-8 included) and checkpoints
+    are the uninterrupted run's, byte for byte. On the way, resuming on another cache or
+    validation split, and a run folder whose state.pt is gone, are refused untouched."""
+    opts = ["--val-split", "none", "--save-every", 3, "--log-every", 5]
+    ref = tmp_path / "ref"
+    done = run(train_cmd(cache_dir, ref, *opts))
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "run"
+    cmd = train_cmd(cache_dir, out, *opts)
+    kill = [sys.executable, "-c", KILL_BEFORE_STEP, out / "state.pt", 7, *cmd[3:]]
+    killed = run([str(a) for a in kill])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    state = torch.load(out / "state.pt", map_location="cpu", weights_only=False)
+    assert state["step"] == 6 and state["running"][1] == 1  # step 6's loss, not yet logged
+    before = snapshot(out)
+
+    # another cache (one training pair fewer) or another validation split: refused
+    other = Path(shutil.copytree(cache_dir, tmp_path / "other"))
+    samples = other / "samples" / "exo2ego_train.json"
+    samples.write_text(json.dumps(json.loads(samples.read_text())[1:]))
+    argv = [a if a != str(cache_dir) else str(other) for a in cmd[3:]] + ["--resume"]
+    assert train_cli.main(argv) == 2
+    line = error_line(capsys.readouterr().err, "omama-train")
+    assert f"{out / 'state.pt'}: this run was started on {cache_dir}; {other} holds other " in line
+    assert train_cli.main(cmd[3:] + ["--resume", "--val-split", "test"]) == 2
+    line = error_line(capsys.readouterr().err, "omama-train")
+    assert "this run was started with --val-split none, not test" in line, line
+    assert snapshot(out) == before
+
+    # a run folder whose state.pt is gone is still a run: neither started over nor resumed
+    gone = Path(shutil.copytree(ref, tmp_path / "gone"))
+    (gone / "state.pt").unlink()
+    kept = snapshot(gone)
+    argv = [a if a != str(out) else str(gone) for a in cmd[3:]]
+    assert train_cli.main(argv) == 2
+    line = error_line(capsys.readouterr().err, "omama-train")
+    assert f"{gone}: a run already lives here (log.json, last.pt, best.pt, init.pt" in line, line
+    assert train_cli.main(argv + ["--resume"]) == 2
+    line = error_line(capsys.readouterr().err, "omama-train")
+    assert f"{gone / 'state.pt'}: missing, but the run folder holds log.json, last.pt" in line
+    assert snapshot(gone) == kept
+
+    done = run(cmd + ["--resume"])
+    assert done.returncode == 0, done.stderr
+    want = json.loads((ref / "log.json").read_text())
+    got = json.loads((out / "log.json").read_text())
+    assert [s["step"] for s in got["steps"]] == [4, 5, 8]
+    assert got["steps"] == want["steps"]
+    for name in ("last.pt", "best.pt"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    a, b = (torch.load(d / "state.pt", weights_only=False) for d in (out, ref))
+    assert (
+        a["running"] == b["running"] and a["step"] == b["step"] and a["identity"] == b["identity"]
+    )

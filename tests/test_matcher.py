@@ -291,7 +291,7 @@ def test_load_errors(tmp_path):
 
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(OmamaError, match="garbage.pt: cannot read"):
+    with pytest.raises(OmamaError, match="garbage.pt: not a PyTorch checkpoint"):
         load_matcher_state(model, garbage)
     with pytest.raises(OmamaError, match="not found"):
         load_matcher_state(model, tmp_path / "absent.pt")

@@ -48,3 +48,8 @@ def random_init_weights_path(cache: str | Path, seed: int, backbone: str = "") -
     """The cache's seeded random-init weights; `backbone`: its name when not the default."""
     name = f"-{backbone}" if backbone else ""
     return Path(cache) / f"backbone-random-init{name}-seed{seed}.pth"
+
+
+def inputs_path(cache: str | Path, shard: str) -> Path:
+    """The input fingerprints of one shard's records (omama.precompute.fingerprints)."""
+    return Path(cache) / "inputs" / f"{shard}.json"

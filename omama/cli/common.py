@@ -22,13 +22,23 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
+def one_line(exc: OmamaError) -> str:
+    """The error's own line; one raised in a DataLoader worker comes back wrapped in the
+    worker's traceback ("Caught OmamaError in DataLoader worker ..."): its last line."""
+    text = str(exc)
+    if "\n" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    return last.split("OmamaError: ", 1)[-1]
+
+
 def run_cli(prog: str, main: Callable[[], int | None]) -> int:
     """Run `main`; a user-facing problem becomes `prog: error: <one line>` and exit code 2."""
     setup_logging()
     try:
         return main() or 0
     except OmamaError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; rerun the same command to continue", file=sys.stderr)

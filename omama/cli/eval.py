@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from omama import preflight
 from omama.cli.common import run_cli
 from omama.config import parse_config
-from omama.predict.evaluate import EvalConfig, run_eval
+from omama.predict.evaluate import EvalConfig, check_options, output_paths, run_eval
 
 DESCRIPTION = (
     "Score every candidate of every pair of a cached split, write the predictions as RLE JSON "
@@ -20,6 +21,7 @@ DESCRIPTION = (
 def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         cfg = parse_config(EvalConfig, argv, "omama-eval", DESCRIPTION)
+        check_paths(cfg)
         metrics = run_eval(cfg)
         if metrics is None:  # a torchrun rank other than 0: rank 0 reports
             return 0
@@ -31,6 +33,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli("omama-eval", work)
+
+
+def check_paths(cfg: EvalConfig) -> None:
+    """Every input there, every output writable and none of them an input, before any work."""
+    check_options(cfg)
+    preflight.input_dir(cfg.cache, "cache", "cache folder")
+    preflight.input_file(cfg.checkpoint, "checkpoint", "checkpoint file")
+    preflight.input_file(cfg.gt, "gt", "ground-truth file")
+    preflight.input_file(cfg.relations, "relations", "relations file")
+    preflight.input_dir(cfg.root, "root", "dataset root")
+    outputs = output_paths(cfg)
+    for name, path in outputs.items():
+        preflight.writable(
+            path, name if " " not in name else "out", folder=name.endswith("folder beside --out")
+        )
+    inputs = {"checkpoint": cfg.checkpoint, "gt": cfg.gt, "relations": cfg.relations}
+    preflight.distinct(inputs, outputs)
 
 
 if __name__ == "__main__":

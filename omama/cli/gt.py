@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from omama import preflight
 from omama.cli.common import run_cli
 from omama.config import opt, parse_config, require
+from omama.dataset.layout import split_path
 from omama.files import write_json
 from omama.metrics.official_gt import load_official_gt
 
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         cfg = parse_config(GTConfig, argv, "omama-gt", DESCRIPTION)
         require(cfg, "root", "relations", "out")
+        check_paths(cfg)
         gt = load_official_gt(cfg.root, cfg.split, cfg.relations, cfg.split_file)
         write_json(gt, cfg.out)
         n_obj = sum(len(t.get("masks", {})) for t in gt["annotations"].values())
@@ -49,6 +52,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli("omama-gt", work)
+
+
+def check_paths(cfg: GTConfig) -> None:
+    """Inputs there, --out writable and none of the inputs, before anything is read."""
+    preflight.input_dir(cfg.root, "root", "dataset root")
+    preflight.input_file(cfg.relations, "relations", "relations file")
+    preflight.input_file(cfg.split_file, "split_file", "split file")
+    preflight.writable(cfg.out, "out")
+    split_name = "split_file" if cfg.split_file else "the root's processed/split.json"
+    inputs = {"relations": cfg.relations, split_name: cfg.split_file or split_path(cfg.root)}
+    preflight.distinct(inputs, {"out": cfg.out})
 
 
 if __name__ == "__main__":

@@ -6,12 +6,15 @@ import json
 import logging
 from pathlib import Path
 
+from omama import dist, preflight
+from omama.cache.manifest import load_manifest
 from omama.cache.verify import verify_cache
 from omama.cli.common import run_cli
 from omama.config import parse_config, require
 from omama.errors import OmamaError
 from omama.precompute.estimate import dry_run
-from omama.precompute.run import PrecomputeConfig, run_precompute
+from omama.precompute.fingerprints import all_records, stale_records
+from omama.precompute.run import PrecomputeConfig, resolve_part, run_precompute
 
 log = logging.getLogger("omama.cli.precompute")
 
@@ -30,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_config(PrecomputeConfig, argv, "omama-precompute", DESCRIPTION)
         if cfg.verify:
             require(cfg, "cache")
-            return verify(Path(cfg.cache))
+            preflight.input_dir(cfg.cache, "cache", "cache folder")
+            preflight.input_dir(cfg.root, "root", "dataset root")
+            return verify(Path(cfg.cache), cfg.root)
+        check_paths(cfg)
         if cfg.dry_run:
             print(dry_run(cfg))
             return 0
@@ -61,9 +67,35 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli("omama-precompute", work)
 
 
-def verify(cache: Path) -> int:
-    """Print a summary of a good cache; log every problem of a bad one and fail with the first."""
+def check_paths(cfg: PrecomputeConfig) -> None:
+    """The root, the weights and the other input files there; the cache folder writable and
+    not the root; before the backbone loads."""
+    require(cfg, "root", "cache")
+    if not cfg.merge and not cfg.dry_run:
+        resolve_part(cfg, dist.from_env())  # options that do not fit together come first
+    preflight.input_dir(cfg.root, "root", "dataset root")
+    preflight.input_file(cfg.weights, "weights", "weights file")
+    preflight.input_file(cfg.pairs, "pairs", "pair file")
+    preflight.input_dir(cfg.masks_dir, "masks_dir", "candidate masks folder")
+    if not cfg.dry_run:
+        if Path(cfg.cache).exists() and not Path(cfg.cache).is_dir():
+            raise OmamaError(f"{cfg.cache}: cannot write the cache folder (Not a directory)")
+        preflight.writable(cfg.cache, "cache", folder=True)
+    preflight.distinct({"root": cfg.root}, {"cache": cfg.cache})
+
+
+def verify(cache: Path, root: Path | None = None) -> int:
+    """Print a summary of a good cache; log every problem of a bad one and fail with the first.
+    Records whose input files changed since they were cached are problems too (compared
+    with the files under `root`, or under the root each shard was computed from)."""
     report = verify_cache(cache)
+    manifest = load_manifest(cache)
+    if manifest is not None:
+        stale = stale_records(cache, manifest, all_records(manifest), root)
+        report.problems += [
+            f"{cache}: {s.record} is stale, {s.why}; rerun its split with --stale recompute"
+            for s in stale
+        ]
     for problem in report.problems:
         log.error("%s", problem)
     if report.problems:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from omama import dist
+from omama import dist, preflight
 from omama.cli.common import run_cli
-from omama.config import parse_config
+from omama.config import parse_config, require
 from omama.train.loop import TrainConfig, run_train
 
 DESCRIPTION = (
@@ -19,6 +19,7 @@ DESCRIPTION = (
 def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         cfg = parse_config(TrainConfig, argv, "omama-train", DESCRIPTION)
+        check_paths(cfg)
         history = run_train(cfg)
         if not dist.is_main(dist.from_env()):  # torchrun: rank 0 reports
             return 0
@@ -27,6 +28,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli("omama-train", work)
+
+
+def check_paths(cfg: TrainConfig) -> None:
+    """The cache and --init there; the run folder writable and not the cache; before any
+    sample is read."""
+    require(cfg, "cache", "out")
+    preflight.input_dir(cfg.cache, "cache", "cache folder")
+    preflight.input_file(cfg.init, "init", "checkpoint file")
+    preflight.writable(cfg.out, "out", folder=True)
+    preflight.distinct({"cache": cfg.cache}, {"out": cfg.out})
 
 
 if __name__ == "__main__":

@@ -71,12 +71,37 @@ def resize_pos_embed(pos: torch.Tensor, src: tuple[int, int], dst: tuple[int, in
     return out.permute(0, 2, 3, 1).reshape(1, dst[0] * dst[1], c).to(pos.dtype)
 
 
+# How the files torch.save writes begin: a zip archive, or (before torch 1.6) a pickle.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    """A checkpoint path names a file torch.save could have written; else one line saying
+    what it is (missing, a folder, empty, or some other kind of file)."""
+    if not path.exists():
+        raise bad_file(path, "checkpoint file not found")
+    if path.is_dir():
+        raise bad_file(path, "is a folder, not a checkpoint file (give best.pt or last.pt in it)")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise bad_file(path, f"cannot read the checkpoint ({exc.strerror})") from None
+    if not head:
+        raise bad_file(path, "the checkpoint file is empty")
+    if not head.startswith(_TORCH_MAGIC):
+        raise bad_file(
+            path,
+            f"not a PyTorch checkpoint (torch.save writes a zip archive; this file begins "
+            f"with {head!r})",
+        )
+
+
 def _read(state: dict | str | Path) -> tuple[dict, str, Backbone]:
     """Return the raw state_dict, a name for error messages and the backbone it records."""
     if isinstance(state, (str, Path)):
         path = Path(state)
-        if not path.is_file():
-            raise bad_file(path, "checkpoint file not found")
+        _check_checkpoint_file(path)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many types for a bad file

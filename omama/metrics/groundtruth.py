@@ -27,9 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from omama.constants import is_ego
-from omama.errors import OmamaError
+from omama.errors import OmamaError, bad_file
+from omama.files import read_json
+from omama.metrics.validate import gt_problems
 
 
 @dataclass(frozen=True)
@@ -109,3 +112,14 @@ def build_gt_json(samples: Iterable[GTSample], version: str = "xx", challenge: s
             annotated[obj] = {cam: sorted({int(f) for f in frames}) for cam, frames in cams.items()}
         annotations[take] = {"masks": masks, "annotated_frames": annotated}
     return {"version": version, "challenge": challenge, "annotations": annotations}
+
+
+def read_gt_file(path: Path) -> dict:
+    """An official ground-truth file (`omama-eval --gt`), read and checked on its own: a
+    problem is one line naming this file, before anything is scored."""
+    gt = read_json(path, "ground-truth file")
+    problems = gt_problems(gt)
+    if problems:
+        n = len(problems)
+        raise bad_file(path, f"{problems[0]} ({n} problem{'s' if n > 1 else ''} in all)")
+    return gt

@@ -167,3 +167,49 @@ def _camera_sizes(gt_masks: dict, take: str, problems: list[str]) -> dict[str, t
             if size:
                 sizes[cam] = size
     return sizes
+
+
+def gt_problems(gt: object) -> list[str]:
+    """What makes a ground-truth file unusable, as readable lines (empty: fine), checked on
+    the file alone so that each problem is named under the file it is in: the `annotations`
+    object; per take its `masks` and `annotated_frames`; per object its cameras' frames
+    (RLEs with a valid size); per object with one ego camera and exo cameras, a list of int
+    frames in `annotated_frames` for each of its cameras."""
+    annotations = gt.get("annotations") if isinstance(gt, dict) else None
+    if not isinstance(annotations, dict):
+        return ["no 'annotations' object (not an official ground-truth file?)"]
+    problems: list[str] = []
+    for take, entry in annotations.items():
+        masks = entry.get("masks") if isinstance(entry, dict) else None
+        if not isinstance(masks, dict):
+            problems.append(f"take {take}: no 'masks' object")
+            continue
+        annotated = entry.get("annotated_frames")
+        if not isinstance(annotated, dict):
+            problems.append(f"take {take}: no 'annotated_frames' object")
+            continue
+        for obj, cams in masks.items():
+            where = f"take {take} object {obj!r}"
+            if not isinstance(cams, dict) or not all(isinstance(f, dict) for f in cams.values()):
+                problems.append(f"{where}: masks are not {{camera: {{frame: RLE}}}}")
+                continue
+            for cam, frames in cams.items():
+                for frame, rle_dict in frames.items():
+                    found: list[str] = []
+                    _gt_size(rle_dict, f"{where} camera {cam} frame {frame}", found)
+                    problems += [p.removeprefix("GT ") for p in found]
+            egos, exos = split_cams(cams)
+            if len(egos) > 1:
+                problems.append(f"{where}: several ego cameras {egos}")
+            elif egos and exos:
+                for cam in cams:
+                    frames = (
+                        annotated.get(obj, {}).get(cam)
+                        if isinstance(annotated.get(obj), dict)
+                        else None
+                    )
+                    if not isinstance(frames, list) or not all(
+                        isinstance(f, int) and not isinstance(f, bool) for f in frames
+                    ):
+                        problems.append(f"{where}: no list of int annotated_frames for {cam}")
+    return problems

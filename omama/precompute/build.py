@@ -88,7 +88,9 @@ class PrepareDataset(Dataset):
         for obj in job.objects:
             r = self.ann.rle(job.take, obj, job.cam, job.frame)
             where = f"{self.ann.path(job.take)} [{obj}/{job.cam}/{job.frame}]"
-            obj_masks.append(resize_mask(rle.decode(r, where), hw))
+            mask = rle.decode(r, where)
+            rle.check_aspect(r, orig_hw, where, str(path))
+            obj_masks.append(resize_mask(mask, hw))
             obj_rle.append(json.dumps(r))
         out["obj_rle"] = obj_rle
         objs = np.stack(obj_masks) if obj_masks else np.zeros((0, *hw), dtype=np.uint8)
@@ -221,9 +223,11 @@ def build(
     ann: Annotations,
     prefix: str,
     publish: Callable[[Manifest, str, dict, list[str], list[tuple[str, str]]], None],
+    on_publish: Callable[[str, list[str], list[tuple[str, str]]], None] | None = None,
 ) -> Built:
     """Compute `jobs` into shards `{prefix}-NNNNN.h5`, each listed by `publish(work, name,
-    info, images, candidate sets)` (the split's listing) as it closes."""
+    info, images, candidate sets)` (the split's listing) as it closes; `on_publish(shard,
+    image keys, (direction, key) candidate sets)` runs just before the listing."""
     cache, root = Path(cfg.cache), Path(cfg.root)
     masks_dir = cfg.masks_dir or default_masks_dir(root, cfg.split, cfg.direction)
     spec = backbone_info(cfg.backbone)
@@ -233,10 +237,12 @@ def build(
     tokens = TokenSource(model, device, cfg.features, reader.tokens)
     built = Built()
 
-    def on_publish(name: str, info: dict, images: list[str], cands: list[tuple[str, str]]) -> None:
+    def on_shard(name: str, info: dict, images: list[str], cands: list[tuple[str, str]]) -> None:
+        if on_publish is not None:  # e.g. the records' input fingerprints, before the listing
+            on_publish(name, images, cands)
         publish(work, name, info, images, cands)
 
-    writer = ShardWriter(cache, prefix, on_publish, max_records=cfg.shard_records, backbone=spec)
+    writer = ShardWriter(cache, prefix, on_shard, max_records=cfg.shard_records, backbone=spec)
     loader = DataLoader(
         PrepareDataset(jobs, root=root, masks_dir=masks_dir, ann=ann, patch=spec.patch),
         batch_size=None,

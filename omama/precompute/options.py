@@ -61,6 +61,13 @@ class PrecomputeConfig:
     )
     merge: bool = opt(False, "only merge the finished parts of this split into manifest.json")
     dry_run: bool = opt(False, "only print the images, candidates and bytes the cache will take")
+    stale: str = opt(
+        "stop",
+        "cached records whose input files (frame, candidate files, the image's RLEs in "
+        "annotation.json) changed since they were computed: stop (list them and exit 2), "
+        "recompute them, or keep them as cached",
+        ("stop", "recompute", "keep"),
+    )
     verify: bool = opt(False, "only check --cache (shard sha256, records, samples); exit 0 or 2")
 
 

@@ -32,11 +32,20 @@ from omama.cache.manifest import Manifest, cache_lock, save_manifest
 from omama.cache.paths import bad_report_path, parts_dir, random_init_weights_path
 from omama.cache.samples import save_samples
 from omama.config import require
-from omama.dataset.layout import Annotations
+from omama.dataset.layout import Annotations, default_masks_dir
 from omama.errors import OmamaError, bad_file
 from omama.files import write_json
 from omama.precompute import backbone
 from omama.precompute.build import Built, build
+from omama.precompute.fingerprints import (
+    Inputs,
+    forget,
+    listed_records,
+    record_prints,
+    stale_message,
+    stale_records,
+    write_shard_prints,
+)
 from omama.precompute.jobs import (
     Selection,
     SplitImages,
@@ -158,6 +167,8 @@ def run_part(split: Split, part: Part, device: torch.device, report: PrecomputeR
             backbone.precision_on(device),
         )
         work = listing.open(settings)
+        inputs = Inputs(Path(cfg.root), masks_folder(cfg), split.ann)
+        check_stale(split, part, work, mine)
         jobs = plan_jobs(images, mine, split.ann, work, cfg.direction)
         report.images_reused = len(mine) - len(jobs)
         share = f" (part {part.tag}: {len(mine)} of {len(images.where)})" if part.count > 1 else ""
@@ -173,14 +184,57 @@ def run_part(split: Split, part: Part, device: torch.device, report: PrecomputeR
         )
         built = Built()
         if jobs:
-            args = (split.ann, listing.prefix, listing.publish)
-            built = build(cfg, jobs, work, weights, device, *args)
+            prints = record_prints(inputs, jobs, cfg.direction)
+
+            def keep_prints(shard: str, keys: list[str], cands: list[tuple[str, str]]) -> None:
+                write_shard_prints(split.cache, shard, inputs, prints, keys, cands)
+
+            built = build(
+                cfg,
+                jobs,
+                work,
+                weights,
+                device,
+                split.ann,
+                listing.prefix,
+                listing.publish,
+                keep_prints,
+            )
         report.images_computed = built.images
         report.candidate_sets_computed = built.candidate_sets
         report.bad += built.bad
         listing.done(work, built.bad)
         if part.count == 1:
             report.samples = finish_split(split, work, built.bad)
+
+
+def masks_folder(cfg: PrecomputeConfig) -> Path:
+    return Path(cfg.masks_dir or default_masks_dir(Path(cfg.root), cfg.split, cfg.direction))
+
+
+def check_stale(split: Split, part: Part, work: Manifest, mine: list[str]) -> None:
+    """Records of this part's images whose input files changed since they were cached:
+    `--stale stop` (default) refuses, naming them; `recompute` unlists them from `work`,
+    so this run computes them again; `keep` uses them as they are, with a warning."""
+    cfg = split.cfg
+    listed = listed_records(work, mine, split.images.dest, cfg.direction)
+    stale = stale_records(split.cache, work, listed, Path(cfg.root), split.ann)
+    if not stale:
+        return
+    for s in stale:
+        log.warning("stale record %s: %s", s.record, s.why)
+    if cfg.stale == "keep":
+        log.warning("%d stale records kept as cached (--stale keep)", len(stale))
+        return
+    if cfg.stale == "stop":
+        raise OmamaError(stale_message(split.cache, stale))
+    if part.count > 1:
+        raise OmamaError(
+            "--stale recompute runs as one part: rerun this split without --part/--parts "
+            "(or under one process), then run the parts"
+        )
+    forget(work, stale)
+    log.info("%d stale records will be computed again", len(stale))
 
 
 def merge_when_done(

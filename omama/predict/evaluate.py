@@ -16,11 +16,11 @@ from omama.cache.samples import SampleTable, as_table
 from omama.config import default_device, default_workers, opt, require
 from omama.constants import DIRECTIONS, SPLITS
 from omama.errors import OmamaError, bad_file
-from omama.files import read_json, write_json
+from omama.files import write_json
 from omama.loader.eval_samples import read_order
 from omama.matcher.checkpoint import build_matcher
 from omama.matcher.visibility import CONFIDENCES
-from omama.metrics.groundtruth import GTSample, build_gt_json
+from omama.metrics.groundtruth import GTSample, build_gt_json, read_gt_file
 from omama.metrics.official import Metrics, evaluate
 from omama.metrics.official_gt import load_official_gt
 from omama.precision import PRECISIONS
@@ -137,9 +137,34 @@ def measure(
     return pred, gt, evaluate(pred, gt, direction, strict=False, workers=workers)
 
 
+def output_paths(cfg: EvalConfig) -> dict[str, Path]:
+    """Every file or folder a run of `cfg` writes (beside --out unless given), by what the
+    options call it: the predictions, the metrics, the ground truth (without --gt), the
+    pictures (--visualize) and the profiler trace (--profile)."""
+    out = Path(cfg.out)
+    paths = {
+        "out": out,
+        "metrics_out": cfg.metrics_out or out.with_name(out.stem + "_metrics.json"),
+    }
+    if cfg.gt is None:
+        paths["the ground truth written beside --out"] = out.with_name(out.stem + "_gt.json")
+    if cfg.visualize:
+        paths["the pictures folder beside --out"] = out.with_name(out.stem + "_vis")
+    if cfg.profile:
+        paths["the trace beside --out"] = out.with_name(out.stem + "_profile_trace.json")
+    return paths
+
+
 def run_eval(cfg: EvalConfig) -> Metrics | None:
     """Under torchrun the ranks score interleaved batches and rank 0 writes the one JSON
     (identical to a 1-process run's) and returns the metrics; other ranks return None."""
+    check_options(cfg)
+    with dist.session(cfg.device) as env:
+        return _run_eval(cfg, env)
+
+
+def check_options(cfg: EvalConfig) -> None:
+    """Options that must or must not come together (one line each, before any path)."""
     require(cfg, "cache", "out")
     if (cfg.checkpoint is None) == (cfg.baseline == "none"):
         raise OmamaError("give exactly one of --checkpoint FILE or --baseline random")
@@ -151,8 +176,6 @@ def run_eval(cfg: EvalConfig) -> Metrics | None:
                 "--relations scores against the whole split's official GT; drop --limit"
             )
         require(cfg, "root")
-    with dist.session(cfg.device) as env:
-        return _run_eval(cfg, env)
 
 
 def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
@@ -161,9 +184,12 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
     samples = cache.samples(cfg.direction, cfg.split)
     if cfg.limit:
         samples = samples[: cfg.limit]
+    paths = output_paths(cfg)
     official_gt = None
     if cfg.relations is not None and dist.is_main(env):  # bad files fail before the scoring
         official_gt = load_official_gt(cfg.root, cfg.split, cfg.relations)
+    if cfg.gt is not None and dist.is_main(env):
+        official_gt = read_gt_file(cfg.gt)
     if cfg.baseline == "random":  # cheap and sequential: rank 0 draws it alone
         scored = (
             random_scores(cache, cfg.direction, samples, cfg.seed) if dist.is_main(env) else None
@@ -171,7 +197,7 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
     else:
         grids = cache.role_grids(samples)
         model = build_matcher(*grids, cfg.checkpoint, cache.manifest.backbone).to(device)
-        trace = cfg.out.with_name(cfg.out.stem + "_profile_trace.json")
+        trace = paths.get("the trace beside --out", cfg.out)  # only written with --profile
         batches = math.ceil(len(samples) / cfg.batch_size)
         prof = StepProfiler(cfg.profile if dist.is_main(env) else 0, trace, device, batches)
         scored = score_across_ranks(
@@ -198,7 +224,7 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
     pred = challenge_json(cfg.direction, records)
     write_json(pred, cfg.out)
     if cfg.gt is not None:
-        gt = read_json(cfg.gt, "ground-truth file")
+        gt = official_gt
     else:
         if official_gt is not None:
             gt = official_gt
@@ -209,7 +235,7 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
                 "annotated counts as 'not visible' here, the official evaluator skips it)"
             )
             gt = build_gt_json(gt_samples(cache, samples))
-        gt_path = cfg.out.with_name(cfg.out.stem + "_gt.json")
+        gt_path = paths["the ground truth written beside --out"]
         write_json(gt, gt_path)
         log.info("ground truth written to %s", gt_path)
     if cfg.mask_size != "official":
@@ -220,10 +246,10 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
         metrics = evaluate(pred, gt, cfg.direction, strict=strict, workers=cfg.workers)
     except OmamaError as exc:
         raise bad_file(cfg.out, str(exc)) from None
-    metrics_out = cfg.metrics_out or cfg.out.with_name(cfg.out.stem + "_metrics.json")
+    metrics_out = paths["metrics_out"]
     write_json(metrics.as_dict(), metrics_out, indent=1)
     if cfg.visualize:
-        folder = cfg.out.with_name(cfg.out.stem + "_vis")
+        folder = paths["the pictures folder beside --out"]
         write_visualizations(cache, cfg.direction, scored, folder, worst=cfg.visualize)
         log.info("%d worst pairs drawn in %s", min(cfg.visualize, len(scored)), folder)
     return metrics

@@ -32,6 +32,7 @@ from omama.predict.ranks import score_across_ranks
 from omama.predict.scoring import fit_confidence, with_confidence
 from omama.profiling import StepProfiler
 from omama.train import distributed as ddp
+from omama.train import guard
 from omama.train.curves import plot_curves
 from omama.train.saver import BackgroundSaver, Write
 from omama.train.step import TrainStep, build_optimizer, train_loader
@@ -89,11 +90,20 @@ class TrainConfig:
         low=0,
     )
 
+    def check(self) -> None:
+        """Options that only make sense together (OmamaError, one line)."""
+        if self.min_lr > self.lr:
+            raise OmamaError(
+                f"--min-lr {self.min_lr} is above --lr {self.lr}: the schedule anneals from "
+                "--lr down to --min-lr"
+            )
+
 
 def run_train(cfg: TrainConfig) -> dict:
     """Train; under torchrun, DDP over the ranks with the same samples per global step, the
     same global batch and schedule as one process, and rank 0 alone writing the run folder."""
     require(cfg, "cache", "out")
+    cfg.check()
     with dist.session(cfg.device) as env:
         return _train(cfg, env)
 
@@ -105,8 +115,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
         raise OmamaError("--device cuda: no CUDA device is available here")
     out = Path(cfg.out)
     state_path = out / "state.pt"
-    if not cfg.resume and state_path.exists():
-        raise bad_file(state_path, "a run already lives here; pass --resume or use another --out")
+    guard.check_run_folder(out, cfg.resume)
 
     torch.manual_seed(cfg.seed)
     cache = Cache(cfg.cache)
@@ -115,6 +124,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
     if cfg.val_split != "none":
         val = cache.samples(cfg.direction, cfg.val_split)
         val = val[: cfg.val_limit] if cfg.val_limit else val
+    identity = guard.data_identity(cache, data.samples, val)
     grids = cache.role_grids(data.samples)
     model = build_matcher(*grids, cfg.init, cache.manifest.backbone).to(device)
     local_bs = ddp.local_batch_size(cfg.batch_size, env)
@@ -123,9 +133,12 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
     optimizer, schedule = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.min_lr, total)
     history: dict = {"config": _jsonable(cfg), "steps": [], "epochs": []}
     epoch, step, best_iou = 0, 0, -1.0
+    carried = None  # the running loss sum and count of a log period a resume lands inside
     if cfg.resume and state_path.exists():
         state = _load_state(state_path)
         _check_same_run(cfg, state.get("history", {}).get("config", {}), state_path)
+        guard.check_same_data(state.get("identity"), identity, state_path)
+        carried = state.get("running")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -165,18 +178,41 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
         data.use_store(plan.store.rows)
     loader = train_loader(data, sampler, local_bs, cfg.workers, device)
     train_step = TrainStep(net, optimizer, schedule, device, cfg.precision, plan.store)
+    train_step.steps = step
+    saved_at: list[int] = [step] if step else []  # the step of the last state saved
     prof = StepProfiler(
         cfg.profile if main else 0, out / "profile_trace.json", device, total - step
     )
 
+    def stop_if_nonfinite() -> None:
+        """Before anything is saved or validated: a non-finite step stops the run, its good
+        checkpoints kept (NaN weights are never written)."""
+        bad = train_step.first_nonfinite()
+        if bad is None:
+            return
+        e, j = divmod(bad - 1, steps_per_epoch)
+        sampler.set_epoch(e)
+        picked = guard.batch_indices(sampler.order(), rank, world, local_bs, j)
+        source = guard.nonfinite_source(cache, cfg.direction, [data.samples[i] for i in picked])
+        raise guard.nonfinite_error(out, bad, e + 1, source, saved_at[-1] if saved_at else None)
+
     def save_state(*more: Write) -> None:
+        stop_if_nonfinite()
+        # the log period's running loss, summed over the ranks: a resume continues its mean
+        partial = running.detach().clone()
+        dist.all_reduce_sum(env, partial)
         if main:
+            extra = {"identity": identity, "running": [float(partial), n_running]}
             saver.save(
-                *state_writes(out, model, optimizer, schedule, epoch, step, best_iou, history),
+                *state_writes(
+                    out, model, optimizer, schedule, epoch, step, best_iou, history, extra
+                ),
                 *more,
             )
+        saved_at.append(step)
 
     def save_weights(name: str) -> None:
+        stop_if_nonfinite()
         if main:
             saver.save(Write(write_torch, matcher_weights(model), out / name))
 
@@ -203,6 +239,9 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
             net.train()
             running = torch.zeros((), device=device)
             n_running, t0 = 0, time.perf_counter()
+            if carried is not None:  # resumed inside a log period: its mean goes on
+                running.fill_(carried[0] if main else 0.0)
+                n_running, carried = int(carried[1]), None
             filler = functools.partial(ddp.one_sample_batch, data, (epoch, int(sampler.order()[0])))
             bar = tqdm(
                 ddp.padded(loader, steps_per_epoch - done_in_epoch, filler),
@@ -226,6 +265,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
                 running += loss if env is None else loss / env.world
                 n_running += 1
                 if step % cfg.log_every == 0 or step % steps_per_epoch == 0:
+                    stop_if_nonfinite()
                     dist.all_reduce_sum(env, running)  # every rank logs at the same steps
                     mean = float(running) / n_running  # the only host sync, once per log period
                     rate = n_running * cfg.batch_size / (time.perf_counter() - t0)
@@ -243,6 +283,7 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
                 if step % cfg.save_every == 0:
                     save_state()
             bar.close()
+            stop_if_nonfinite()
             epoch += 1
             record: dict = {"epoch": epoch, "step": step}
             if val:
@@ -293,9 +334,11 @@ def state_writes(
     step: int,
     best_iou: float,
     history: dict,
+    extra: dict | None = None,
 ) -> tuple[Write, Write]:
-    """What `--resume` needs (OUT/state.pt: model, optimiser, schedule, RNG, counters and the
-    history) and OUT/log.json, as writes for a `BackgroundSaver`."""
+    """What `--resume` needs (OUT/state.pt: model, optimiser, schedule, RNG, counters, the
+    history and `extra`: the data identity and the running loss of the log period) and
+    OUT/log.json, as writes for a `BackgroundSaver`."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -305,6 +348,7 @@ def state_writes(
         "best_iou": best_iou,
         "history": history,
         "torch_rng": torch.get_rng_state(),
+        **(extra or {}),
     }
     return (
         Write(write_torch, state, out / "state.pt"),
@@ -324,6 +368,8 @@ def _load_state(path: Path) -> dict:
 _RUN_DEFINING = (
     "direction",
     "train_split",
+    "val_split",
+    "val_limit",
     "epochs",
     "batch_size",
     "n_masks",

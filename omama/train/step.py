@@ -52,7 +52,10 @@ class TrainStep:
     """One optimisation step of the matcher on one batch of `TrainSamples` items.
 
     `net` is what runs forward and backward (the matcher, or DDP around it); the step never
-    reads a value back to the host, so it can run ahead of the device.
+    reads a value back to the host, so it can run ahead of the device. It counts the steps
+    (`steps`, the run's global step once the loop sets it on resume) and remembers, on the
+    device, the first step whose loss or gradient was not finite: `first_nonfinite()` reads
+    it back (the caller does so where it syncs anyway, before every save).
     """
 
     def __init__(
@@ -66,6 +69,8 @@ class TrainStep:
     ) -> None:
         self.net, self.optimizer, self.schedule, self.device = net, optimizer, schedule, device
         self.precision, self.store = precision, store
+        self.steps = 0
+        self._bad = torch.full((), -1, dtype=torch.long, device=device)
 
     def __call__(self, batch: dict[str, torch.Tensor], weight: float | None = None) -> torch.Tensor:
         """Forward, loss, backward, optimiser and schedule step; `weight` scales the batch-mean
@@ -80,6 +85,18 @@ class TrainStep:
             loss = loss * weight
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.steps += 1
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        finite = torch.isfinite(loss)
+        if grads:
+            finite &= torch.isfinite(torch.nn.utils.get_total_norm(grads))
+        first = (self._bad < 0) & ~finite
+        self._bad = torch.where(first, torch.full_like(self._bad, self.steps), self._bad)
         self.optimizer.step()
         self.schedule.step()
         return loss.detach()
+
+    def first_nonfinite(self) -> int | None:
+        """The first step whose loss or gradient was not finite, or None (reads the device)."""
+        bad = int(self._bad)
+        return None if bad < 0 else bad
