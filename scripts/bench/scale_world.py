@@ -126,18 +126,23 @@ class Timings:
     open = 0.0
 
 
-def fake_build(cfg, jobs: list[Job], work, weights, device, ann, prefix, publish) -> Built:
-    """`omama.precompute.build.build` without the backbone: tiny records for `jobs`, written
-    and published through the real `ShardWriter` and the split's `publish`."""
+def fake_build(
+    cfg, jobs: list[Job], work, weights, device, ann, prefix, publish, on_publish=None
+) -> Built:
+    """`omama.precompute.build.build` without the backbone (the same parameters): tiny
+    records for `jobs`, written and published through the real `ShardWriter`, the records'
+    input fingerprints (`on_publish`) and the split's `publish`."""
     t_start = time.perf_counter()
     publish_before, open_before = Timings.publish, Timings.open
 
-    def on_publish(name: str, info: dict, images: list[str], cands: list) -> None:
+    def on_shard(name: str, info: dict, images: list[str], cands: list) -> None:
         t0 = time.perf_counter()
+        if on_publish is not None:
+            on_publish(name, images, cands)
         publish(work, name, info, images, cands)
         Timings.publish += time.perf_counter() - t0
 
-    writer = ShardWriter(Path(cfg.cache), prefix, on_publish, cfg.shard_records, backbone=SPEC)
+    writer = ShardWriter(Path(cfg.cache), prefix, on_shard, cfg.shard_records, backbone=SPEC)
     opener = writer._open
 
     def timed_open():
