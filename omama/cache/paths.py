@@ -44,6 +44,11 @@ def parts_dir(cache: str | Path) -> Path:
     return Path(cache) / "parts"
 
 
+def plan_path(cache: str | Path, direction: str, split: str) -> Path:
+    """A split's plan, made by the first of its parts and read by the others and the merge."""
+    return parts_dir(cache) / f"{direction}_{split}.plan.npz"
+
+
 def random_init_weights_path(cache: str | Path, seed: int, backbone: str = "") -> Path:
     """The cache's seeded random-init weights; `backbone`: its name when not the default."""
     name = f"-{backbone}" if backbone else ""

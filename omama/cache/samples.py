@@ -207,13 +207,18 @@ def as_table(samples: SampleTable | Iterable[Sample]) -> SampleTable:
 
 
 # --- the file ----------------------------------------------------------------------------
-def write_samples(path: Path, samples: SampleTable | Iterable[Sample]) -> None:
+def write_samples(
+    path: Path, samples: SampleTable | Iterable[Sample], extra: dict[str, np.ndarray] | None = None
+) -> None:
     """Write a samples file (format 2), atomically: an uncompressed npz with each array's
-    bytes 64-byte aligned; the same samples always give the same bytes."""
+    bytes 64-byte aligned; the same samples always give the same bytes. `extra`: more
+    arrays after the samples' (a file that carries samples among other things, such as a
+    precompute plan; `read_samples` reads the samples of it)."""
     table = as_table(samples)
     arrays = {"format": np.array([SAMPLES_FORMAT], np.int32)}
     arrays |= {f: np.ascontiguousarray(table.column(f), np.int32) for f in _FIELDS}
     arrays |= {t: table.tables[t] for t in _TABLES}
+    arrays |= extra or {}
     with atomic_path(path) as tmp, open(tmp, "wb") as fh, zipfile.ZipFile(fh, "w") as zf:
         for name, arr in arrays.items():
             buf = io.BytesIO()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from omama.backbones import DEFAULT_BACKBONE, Backbone
 from omama.cache import schema
 from omama.cache.manifest import Manifest, load_manifest
 from omama.cache.paths import bad_report_path, manifest_path, samples_path, shards_dir
-from omama.cache.samples import load_samples
+from omama.cache.samples import SampleTable, load_samples
 from omama.config import default_workers
 from omama.errors import OmamaError
 from omama.files import file_sha256, read_json
@@ -282,22 +282,54 @@ def _check_samples(
             )
         cands = manifest.candidates.get(direction, {})
         skipped = _bad_keys(cache, direction, split)  # readers skip these pairs, and say so
-        for i, s in enumerate(samples):
-            if s.src in skipped or s.dst in skipped:
-                continue
-            if s.src not in manifest.images:
-                report.problems.append(f"{path}: sample {i} names source image {s.src}, not cached")
-            elif s.dst not in manifest.images or s.dst not in cands:
-                report.problems.append(
-                    f"{path}: sample {i} names destination {s.dst}, not cached for {direction}"
-                )
-            elif not 0 <= s.src_k < n_objects.get(s.src, s.src_k + 1) or not (
-                -1 <= s.dst_k < n_objects.get(s.dst, s.dst_k + 1)
-            ):
-                report.problems.append(
-                    f"{path}: sample {i} names object rows {s.src_k}/{s.dst_k} that the "
-                    f"images {s.src} / {s.dst} do not have"
-                )
+        report.problems += sample_problems(
+            path, samples, manifest.images, cands, n_objects, skipped, direction
+        )
+
+
+_UNKNOWN = np.iinfo(np.int64).max  # an image whose object count is unknown: any row >= 0
+
+
+def sample_problems(
+    path: Path,
+    samples: SampleTable,
+    images: Container[str],
+    cands: Container[str],
+    n_objects: dict[str, int],
+    skipped: Container[str],
+    direction: str,
+) -> list[str]:
+    """The rows of one split's samples that name an image not cached (`images`; a
+    destination also needs its candidates, `cands`) or an object row its image does not
+    have (`n_objects`; an image missing there is not checked), in row order, pairs of
+    `skipped` images excepted. Each image is looked up once and the rows are checked as
+    numpy over the id columns; only a row with a problem is turned into its keys."""
+    keys = samples.names("images")
+    cached = np.array([k in images for k in keys], bool)
+    has_cands = np.array([k in cands for k in keys], bool)
+    skip = np.array([k in skipped for k in keys], bool)
+    count = np.array([n_objects.get(k, _UNKNOWN) for k in keys], np.int64)
+    src, dst = samples.column("src"), samples.column("dst")
+    src_k = samples.column("src_k").astype(np.int64)
+    dst_k = samples.column("dst_k").astype(np.int64)
+    live = ~(skip[src] | skip[dst])
+    no_src = live & ~cached[src]
+    no_dst = live & ~no_src & ~(cached[dst] & has_cands[dst])
+    bad_rows = ~((src_k >= 0) & (src_k < count[src])) | ~((dst_k >= -1) & (dst_k < count[dst]))
+    bad_rows &= live & ~no_src & ~no_dst
+    problems = []
+    for i in np.flatnonzero(no_src | no_dst | bad_rows).tolist():
+        s, d = keys[src[i]], keys[dst[i]]
+        if no_src[i]:
+            problems.append(f"{path}: sample {i} names source image {s}, not cached")
+        elif no_dst[i]:
+            problems.append(f"{path}: sample {i} names destination {d}, not cached for {direction}")
+        else:
+            problems.append(
+                f"{path}: sample {i} names object rows {src_k[i]}/{dst_k[i]} that the "
+                f"images {s} / {d} do not have"
+            )
+    return problems
 
 
 def _bad_keys(cache: Path, direction: str, split: str) -> set[str]:

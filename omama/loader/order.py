@@ -20,6 +20,7 @@ force one (`blocks` to measure what it does, see BENCHMARKS.md).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,7 @@ import torch
 
 from omama.cache.reader import Cache
 from omama.cache.records import Sample
+from omama.cache.samples import SampleTable, as_table
 from omama.errors import OmamaError
 from omama.loader.rolling_store import RollingTokenStore
 from omama.loader.token_store import GB, TokenStore, budget_bytes
@@ -36,32 +38,41 @@ log = logging.getLogger(__name__)
 ORDERS = ("auto", "shuffle", "blocks")
 
 
-def take_blocks(cache: Cache, samples: list[Sample], budget: int) -> list[np.ndarray]:
+def take_rows(samples: SampleTable) -> list[np.ndarray]:
+    """Each take's row indices (ascending), takes in sorted order: a stable sort of the take
+    id column (the take names are a sorted table, so id order is name order)."""
+    take = samples.column("take")
+    order = np.argsort(take, kind="stable")
+    if not order.size:
+        return []
+    return np.split(order, np.flatnonzero(np.diff(take[order])) + 1)
+
+
+def take_blocks(
+    cache: Cache, samples: SampleTable | Sequence[Sample], budget: int
+) -> list[np.ndarray]:
     """The samples' indices in blocks of whole takes, each block's tokens within `budget`
     bytes: takes in sorted order, a take joining the current block while the block still
     fits, else starting the next one. A take larger than the budget alone is a block of its
     own (`plan_order` refuses it: the rolling store must hold two blocks within the budget)."""
-    by_take: dict[str, list[int]] = {}
-    for i, s in enumerate(samples):
-        by_take.setdefault(s.take, []).append(i)
-    blocks: list[list[int]] = []
+    table = as_table(samples)
+    blocks: list[list[np.ndarray]] = []
     used = budget + 1  # no open block yet
-    for take in sorted(by_take):
-        rows = by_take[take]
-        need = TokenStore.bytes_needed(cache, [samples[i] for i in rows])  # takes share no image
+    for rows in take_rows(table):
+        need = TokenStore.bytes_needed(cache, table.take_rows(rows))  # takes share no image
         if need > budget:
             log.warning(
                 "take %s alone needs %.3f GB of tokens > block budget %.3f GB",
-                take,
+                table.string("takes", int(table.column("take")[rows[0]])),
                 need / GB,
                 budget / GB,
             )
         if used + need > budget:
             blocks.append([])
             used = 0
-        blocks[-1] += rows
+        blocks[-1].append(rows)
         used += need
-    return [np.asarray(b, dtype=np.int64) for b in blocks]
+    return [np.concatenate(b).astype(np.int64) for b in blocks]
 
 
 @dataclass
@@ -87,7 +98,7 @@ class Plan:
 def plan_order(
     order: str,
     cache: Cache,
-    samples: list[Sample],
+    samples: SampleTable | Sequence[Sample],
     device: torch.device,
     gb: float,
     batch_size: int,
@@ -100,16 +111,17 @@ def plan_order(
     (`Plan.summary`), so its epochs keep their order whatever the free memory is now."""
     if order not in ORDERS:
         raise OmamaError(f"--order {order}: expected one of {', '.join(ORDERS)}")
-    if order == "shuffle" or (order == "auto" and gb == 0) or not samples:
+    if order == "shuffle" or (order == "auto" and gb == 0) or not len(samples):
         return Plan("shuffle", None, TokenStore.maybe(cache, samples, device, gb))
     if gb == 0 and budget is None:
         raise OmamaError("--order blocks needs the token store: --token-store-gb 0 turns it off")
     budget = budget_bytes(gb, device) if budget is None else budget
+    samples = as_table(samples)
     if order == "auto" and TokenStore.bytes_needed(cache, samples) <= budget:
         return Plan("shuffle", None, TokenStore.maybe(cache, samples, device, gb))
     blocks = take_blocks(cache, samples, budget // 2)
     for block in blocks:
-        need = TokenStore.bytes_needed(cache, [samples[i] for i in block])
+        need = TokenStore.bytes_needed(cache, samples.take_rows(block))
         if need > budget // 2:
             raise OmamaError(
                 f"--token-store-gb {budget / GB:g}: take {samples[block[0]].take} alone needs "

@@ -31,6 +31,7 @@ of it, in one line.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -38,14 +39,16 @@ import torch
 
 from omama.cache.reader import Cache
 from omama.cache.records import Sample
+from omama.cache.samples import SampleTable, as_table
 from omama.errors import OmamaError
 from omama.loader.token_store import (
     ROLES,
     check_room,
     host_buffer,
+    id_keys,
     key_rows,
     read_tokens,
-    role_keys,
+    role_ids,
     to_device,
 )
 
@@ -88,7 +91,7 @@ class RollingTokenStore:
     def for_blocks(
         cls,
         cache: Cache,
-        samples: list[Sample],
+        samples: SampleTable | Sequence[Sample],
         blocks: list[np.ndarray],
         device: torch.device,
         batch_size: int,
@@ -97,11 +100,12 @@ class RollingTokenStore:
         """Slots for the two largest blocks' images of each role (at least `batch_size`:
         one batch always fits, at most every image of the split); slots that the device's
         free memory cannot hold are refused in one line (`check_room`, with `budget`)."""
-        keys = role_keys(samples)
-        rows = key_rows(keys)
-        slots, per_block = {}, [role_keys([samples[i] for i in b]) for b in blocks]
+        table = as_table(samples)
+        every = role_ids(table)  # the split's image ids per role: a store row is a position
+        keys = {r: id_keys(table, every[r]) for r in ROLES}
+        slots, per_block = {}, [role_ids(table.take_rows(b)) for b in blocks]
         for role in ROLES:
-            sizes = sorted(len(k[role]) for k in per_block)
+            sizes = sorted(int(k[role].size) for k in per_block)
             slots[role] = min(len(keys[role]), max(batch_size, sum(sizes[-2:])))
         if budget is not None:  # one batch may exceed a tiny budget: the device must hold it
             need = sum(slots[r] * _image_bytes(cache, keys[r][0]) for r in ROLES)
@@ -109,7 +113,7 @@ class RollingTokenStore:
         store = cls(cache, keys, slots, device)
         store.block_of = {r: np.full(len(keys[r]), -1, dtype=np.int64) for r in ROLES}
         for b, k in enumerate(per_block):
-            ids = {r: np.asarray([rows[r][x] for x in k[r]], dtype=np.int64) for r in ROLES}
+            ids = {r: np.searchsorted(every[r], k[r]).astype(np.int64) for r in ROLES}
             store.block_images.append(ids)
             for r in ROLES:
                 store.block_of[r][ids[r]] = b

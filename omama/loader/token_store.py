@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from omama.cache.reader import Cache
 from omama.cache.records import Sample
+from omama.cache.samples import SampleTable, as_table
 from omama.errors import OmamaError
 
 log = logging.getLogger(__name__)
@@ -54,9 +57,22 @@ def budget_bytes(gb: float, device: torch.device) -> int:
     return free_bytes(device) // 2 if gb < 0 else int(gb * GB)
 
 
-def role_keys(samples: list[Sample]) -> dict[str, list[str]]:
+def role_ids(samples: SampleTable) -> dict[str, np.ndarray]:
+    """The unique source and destination image ids of a table, ascending: the table's key
+    list is sorted, so these are the images in key order (numpy over the id columns, no
+    `Sample` per row)."""
+    return {role: np.unique(samples.column(role)) for role in ROLES}
+
+
+def id_keys(samples: SampleTable, ids: np.ndarray) -> list[str]:
+    """The image keys of these ids of the table."""
+    return [k.decode() for k in samples.tables["images"][ids].tolist()]
+
+
+def role_keys(samples: SampleTable | Sequence[Sample]) -> dict[str, list[str]]:
     """The unique source and destination images of the samples, sorted."""
-    return {"src": sorted({s.src for s in samples}), "dst": sorted({s.dst for s in samples})}
+    table = as_table(samples)
+    return {role: id_keys(table, ids) for role, ids in role_ids(table).items()}
 
 
 def key_rows(keys: dict[str, list[str]]) -> dict[str, dict[str, int]]:
@@ -155,16 +171,20 @@ class TokenStore:
         self.rows = key_rows(keys)
 
     @staticmethod
-    def bytes_needed(cache: Cache, samples: list[Sample]) -> int:
-        total = 0
-        for keys in role_keys(samples).values():
-            if keys:
-                t, c = cache.shape(cache.image(keys[0]), "tokens")
-                total += len(keys) * t * c * 2
+    def bytes_needed(cache: Cache, samples: SampleTable | Sequence[Sample]) -> int:
+        """Both roles' tokens of the samples' unique images (each role sized by its first
+        image in key order)."""
+        table, total = as_table(samples), 0
+        for ids in role_ids(table).values():
+            if ids.size:
+                t, c = cache.shape(cache.image(table.string("images", int(ids[0]))), "tokens")
+                total += int(ids.size) * t * c * 2
         return total
 
     @classmethod
-    def load(cls, cache: Cache, samples: list[Sample], device: torch.device) -> TokenStore:
+    def load(
+        cls, cache: Cache, samples: SampleTable | Sequence[Sample], device: torch.device
+    ) -> TokenStore:
         """Read every image's tokens once into per-role tensors on `device`, staged in
         chunks (`stage_into`)."""
         keys = role_keys(samples)
@@ -177,7 +197,11 @@ class TokenStore:
 
     @classmethod
     def maybe(
-        cls, cache: Cache, samples: list[Sample], device: torch.device, gb: float
+        cls,
+        cache: Cache,
+        samples: SampleTable | Sequence[Sample],
+        device: torch.device,
+        gb: float,
     ) -> TokenStore | None:
         """The store when the samples' tokens fit `gb` (see budget_bytes), else None."""
         if gb == 0 or not samples:

@@ -26,9 +26,10 @@ from omama.config import require
 from omama.dataset.candidates import candidate_paths
 from omama.dataset.images import crop_size
 from omama.dataset.layout import Annotations, default_masks_dir, image_path
-from omama.precompute.jobs import SplitImages, select_pairs, split_images
+from omama.precompute.jobs import SplitImages, table_images
 from omama.precompute.options import PrecomputeConfig
 from omama.precompute.parts import Part, assign
+from omama.precompute.plan import make_plan
 
 log = logging.getLogger(__name__)
 
@@ -217,16 +218,16 @@ def dry_run(cfg: PrecomputeConfig) -> str:
     require(cfg, "root")
     root = Path(cfg.root)
     ann = Annotations(root)
-    chosen = select_pairs(cfg, ann)
+    chosen = make_plan(cfg, ann)
     plan = estimate_cache(
-        split_images(chosen.pairs),
+        table_images(chosen.samples),
         ann,
         root,
         cfg.masks_dir,
         cfg.cache,
         cfg.direction,
         cfg.split,
-        len(chosen.pairs),
+        len(chosen.samples),
         cfg.features,
         cfg.parts,
         backbone_info(cfg.backbone),

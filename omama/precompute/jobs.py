@@ -1,9 +1,9 @@
 """Planning a split: its pairs, the unique images they name, the work still to do, its samples.
 
-    pairs (file, --pairs-fraction, --skip-bad) -> unique images -> jobs -> (build) -> samples
+    pairs (file, --pairs-fraction, --skip-bad) -> samples -> unique images -> jobs -> (build)
 
-`split_images` is the one place that turns pairs into images: the run, its parts and
-`--dry-run` all plan from it.
+`table_images` is the one place that turns a split's pairs (as samples, `plan.make_plan`)
+into images: the run, its parts, the merge and `--dry-run` all plan from it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from omama.cache.manifest import Manifest
 from omama.cache.records import Sample, image_key
+from omama.cache.samples import SampleTable
 from omama.dataset.layout import (
     Annotations,
     Pair,
@@ -89,15 +92,21 @@ def select_pairs(cfg: PrecomputeConfig, ann: Annotations) -> Selection:
     return Selection(good, subset, bad)
 
 
-def split_images(pairs: list[Pair]) -> SplitImages:
-    """The unique images of the pairs (sources and destinations), in key order."""
+def table_images(samples: SampleTable) -> SplitImages:
+    """The unique images (sources and destinations, in key order) of a split's samples, from
+    their columns: each image's take, camera and frame from its first row."""
+    keys, takes = samples.names("images"), samples.names("takes")
+    cams, frames = samples.names("cams"), samples.names("frames")
+    take, frame = samples.column("take"), samples.column("frame")
     where: dict[str, tuple[str, str, str]] = {}
-    dest: set[str] = set()
-    for p in pairs:
-        for cam in (p.src_cam, p.dst_cam):
-            where[image_key(p.take, cam, p.frame)] = (p.take, cam, p.frame)
-        dest.add(image_key(p.take, p.dst_cam, p.frame))
-    return SplitImages(dict(sorted(where.items())), frozenset(dest))
+    for role in ("src", "dst"):
+        ids, first = np.unique(samples.column(role), return_index=True)
+        cam = samples.column(f"{role}_cam")[first]
+        for i, t, c, f in zip(ids.tolist(), take[first].tolist(), cam.tolist(),
+                              frame[first].tolist(), strict=True):  # fmt: skip
+            where[keys[i]] = (takes[t], cams[c], frames[f])
+    dest = frozenset(keys[i] for i in np.unique(samples.column("dst")).tolist())
+    return SplitImages(dict(sorted(where.items())), dest)
 
 
 def plan_jobs(

@@ -10,7 +10,9 @@ One path for every run: a plain run is part 0 of 1.
     omama-precompute ... --part i --parts n                one task of a job array
     omama-precompute ... --merge [--parts n]               merge finished parts
 
-A part of n > 1 writes only its own shards and part manifest (see `parts`). Under torchrun,
+A part of n > 1 plans the split once for all parts and the merge (the first to start writes
+the plan to the cache, the others read it: see `plan`), and writes only its own shards and
+part manifest (see `parts`). Under torchrun,
 rank 0 merges after a barrier; in a job array the part that finds every part done merges
 (an explicit `--merge` does the same). The merge is idempotent, and the merged cache holds the
 same records and samples as a plain run of the same split.
@@ -46,14 +48,7 @@ from omama.precompute.fingerprints import (
     stale_records,
     write_shard_prints,
 )
-from omama.precompute.jobs import (
-    Selection,
-    SplitImages,
-    build_samples,
-    plan_jobs,
-    select_pairs,
-    split_images,
-)
+from omama.precompute.jobs import SplitImages, plan_jobs, table_images
 from omama.precompute.options import PrecomputeConfig, PrecomputeReport, cache_settings
 from omama.precompute.parts import (
     Part,
@@ -64,6 +59,7 @@ from omama.precompute.parts import (
     split_listing,
     unfinished_parts,
 )
+from omama.precompute.plan import SplitPlan, make_plan, shared_plan
 
 __all__ = ["PrecomputeConfig", "PrecomputeReport", "run_precompute"]
 
@@ -76,18 +72,20 @@ BARRIER_TIMEOUT = datetime.timedelta(days=3)
 @dataclass(frozen=True)
 class Split:
     """One split as this process sees it: the options, the annotations, the pairs it caches
-    and their unique images."""
+    (as samples) and their unique images."""
 
     cfg: PrecomputeConfig
     ann: Annotations
-    chosen: Selection
+    chosen: SplitPlan
     images: SplitImages
 
     @classmethod
-    def plan(cls, cfg: PrecomputeConfig) -> Split:
+    def plan(cls, cfg: PrecomputeConfig, shared: bool = False) -> Split:
+        """Plan the split; `shared`: a part or the merge, which plan once per split and
+        read the plan from the cache after (`omama.precompute.plan`)."""
         ann = Annotations(Path(cfg.root))
-        chosen = select_pairs(cfg, ann)
-        return cls(cfg, ann, chosen, split_images(chosen.pairs))
+        chosen = shared_plan(cfg, ann) if shared else make_plan(cfg, ann)
+        return cls(cfg, ann, chosen, table_images(chosen.samples))
 
     @property
     def cache(self) -> Path:
@@ -109,7 +107,7 @@ def run_precompute(cfg: PrecomputeConfig) -> PrecomputeReport:
         return run_merge(cfg)
     part = resolve_part(cfg, env)
     t0 = time.perf_counter()
-    split = Split.plan(cfg)
+    split = Split.plan(cfg, shared=part.count > 1)
     report = PrecomputeReport(bad=list(split.chosen.bad), part=part.tag if part.count > 1 else "")
     # The process group only carries the barrier before the merge (no tensors), so gloo
     # serves CPU and GPU runs alike and a long wait is not cut short by NCCL's watchdog.
@@ -176,7 +174,7 @@ def run_part(split: Split, part: Part, device: torch.device, report: PrecomputeR
             "%s %s: %d pairs, %d images%s, %d to compute, %d already cached",
             cfg.direction,
             cfg.split,
-            len(split.chosen.pairs),
+            len(split.chosen.samples),
             len(mine),
             share,
             len(jobs),
@@ -271,7 +269,7 @@ def run_merge(cfg: PrecomputeConfig) -> PrecomputeReport:
     t0 = time.perf_counter()
     cache = Path(cfg.cache)
     count = cfg.parts if cfg.parts > 1 else part_count(cache, cfg.direction, cfg.split)
-    split = Split.plan(cfg)
+    split = Split.plan(cfg, shared=True)
     report = PrecomputeReport(bad=list(split.chosen.bad))
     missing = unfinished_parts(cache, cfg.direction, cfg.split, count)
     if missing:
@@ -292,7 +290,7 @@ def finish_split(split: Split, manifest: Manifest, bad_images: list[dict]) -> in
     cfg, cache, chosen = split.cfg, split.cache, split.chosen
     split_key = f"{cfg.direction}/{cfg.split}"
     # pairs of bad images stay listed: the cache reader skips them and says how many
-    samples = build_samples(chosen.pairs, split.ann)
+    samples = chosen.samples
     manifest.sample_formats[split_key] = save_samples(cache, cfg.direction, cfg.split, samples)
     manifest.splits[split_key] = len(samples)
     if chosen.subset is None:
