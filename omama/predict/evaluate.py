@@ -140,11 +140,11 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
             samples,
             device,
             env,
-            cfg.batch_size,
-            cfg.workers,
-            True,
-            prof.step,
-            cfg.precision,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            progress=True,
+            on_batch=prof.step,
+            precision=cfg.precision,
         )
         prof.close()
         if scored is not None:
