@@ -17,9 +17,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from omama.masks import count_boxes, row_col_counts
 from omama.precompute import adjacency, backbone, descriptors
 from omama.precompute.jobs import Job
 from omama.precompute.options import PrecomputeConfig
+from omama.serial import SerialWrites
 
 log = logging.getLogger(__name__)
 
@@ -348,28 +348,3 @@ class Batches:
         if cand is not None:
             self.writer.add_candidates(self.direction, key, cand)
         self.bar.update(1)  # counted when written: computed and stored
-
-
-class SerialWrites:
-    """Calls run in order on one thread, at most `depth` waiting (each holds an image's
-    records); the first failure is raised in the caller at its next submit or at `drain`."""
-
-    def __init__(self, depth: int = 8) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
-        self.pending: deque[Future] = deque()
-        self.depth = depth
-
-    def submit(self, fn: Callable, *args: object) -> None:
-        while self.pending and (self.pending[0].done() or len(self.pending) >= self.depth):
-            self.pending.popleft().result()
-        self.pending.append(self.pool.submit(fn, *args))
-
-    def drain(self) -> None:
-        while self.pending:
-            self.pending.popleft().result()
-        self.pool.shutdown()
-
-    def stop(self) -> None:
-        """After a failure elsewhere: drop what has not started, wait for what has."""
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        self.pending.clear()

@@ -14,7 +14,7 @@ from omama.cache.rle_texts import RleReads
 from omama.cache.samples import SampleTable, as_table
 from omama.config import require
 from omama.errors import OmamaError, bad_file
-from omama.files import write_json
+from omama.files import beside, write_json
 from omama.loader.eval_samples import read_order
 from omama.matcher.checkpoint import build_matcher
 from omama.metrics.groundtruth import GTSample, build_gt_json, read_gt_file
@@ -77,14 +77,14 @@ def output_paths(cfg: EvalConfig) -> dict[str, Path]:
     out = Path(cfg.out)
     paths = {
         "out": out,
-        "metrics_out": cfg.metrics_out or out.with_name(out.stem + "_metrics.json"),
+        "metrics_out": cfg.metrics_out or beside(out, "_metrics.json"),
     }
     if cfg.gt is None:
-        paths["the ground truth written beside --out"] = out.with_name(out.stem + "_gt.json")
+        paths["the ground truth written beside --out"] = beside(out, "_gt.json")
     if cfg.visualize:
-        paths["the pictures folder beside --out"] = out.with_name(out.stem + "_vis")
+        paths["the pictures folder beside --out"] = beside(out, "_vis")
     if cfg.profile:
-        paths["the trace beside --out"] = out.with_name(out.stem + "_profile_trace.json")
+        paths["the trace beside --out"] = beside(out, "_profile_trace.json")
     return paths
 
 

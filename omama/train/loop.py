@@ -18,7 +18,7 @@ from tqdm import tqdm
 from omama import dist
 from omama.cache.reader import Cache
 from omama.cache.samples import SampleTable
-from omama.config import require
+from omama.config import flag_name, require
 from omama.errors import OmamaError, bad_file
 from omama.files import write_json, write_torch
 from omama.loader.order import plan_order
@@ -31,8 +31,7 @@ from omama.predict.evaluate import gt_samples, measure
 from omama.predict.ranks import score_across_ranks
 from omama.predict.scoring import fit_confidence, with_confidence
 from omama.profiling import StepProfiler
-from omama.train import distributed as ddp
-from omama.train import guard
+from omama.train import ddp, guard
 from omama.train.curves import plot_curves
 from omama.train.options import RUN_DEFINING, TrainConfig, jsonable
 from omama.train.saver import BackgroundSaver, Write
@@ -381,6 +380,6 @@ def _check_same_run(cfg: TrainConfig, saved: dict, path: Path) -> None:
         if key in saved and saved[key] != now[key]:
             raise bad_file(
                 path,
-                f"this run was started with --{key.replace('_', '-')} {saved[key]}, not "
+                f"this run was started with {flag_name(key)} {saved[key]}, not "
                 f"{now[key]}; resume with the same value, or start another --out with --init",
             )

@@ -8,7 +8,7 @@ from pathlib import Path
 from omama.config import default_device, default_workers, opt
 from omama.constants import DIRECTIONS, SPLITS
 from omama.errors import OmamaError
-from omama.loader.order import ORDERS
+from omama.loader.order import SAMPLE_ORDERS
 from omama.precision import PRECISIONS
 
 
@@ -50,7 +50,7 @@ class TrainConfig:
         "takes that fit half the token store, shuffled across and within blocks, the store "
         "holding two blocks) or auto (shuffle when the split's tokens fit the store or it is "
         "off, blocks when they do not)",
-        ORDERS,
+        SAMPLE_ORDERS,
     )
     save_every: int = opt(200, "also save the resumable state every this many steps", low=1)
     log_every: int = opt(10, "log the mean loss every this many steps", low=1)
