@@ -45,9 +45,9 @@ _EXPORTS = {
     "verify_cache": "omama.cache.verify",
     "OMaMaMatcher": "omama.matcher.model",
     "build_matcher": "omama.matcher.checkpoint",
-    "TrainConfig": "omama.train.loop",
+    "TrainConfig": "omama.train.options",
     "run_train": "omama.train.loop",
-    "EvalConfig": "omama.predict.evaluate",
+    "EvalConfig": "omama.predict.options",
     "run_eval": "omama.predict.evaluate",
     "score_samples": "omama.predict.scoring",
     "Metrics": "omama.metrics.official",
@@ -97,7 +97,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time `__getattr__` im
     from omama.precompute.estimate import dry_run
     from omama.precompute.options import PrecomputeConfig
     from omama.precompute.run import run_precompute
-    from omama.predict.evaluate import EvalConfig, run_eval
+    from omama.predict.evaluate import run_eval
+    from omama.predict.options import EvalConfig
     from omama.predict.scoring import score_samples
     from omama.prepare.run import PrepareConfig, run_prepare
     from omama.proposals.options import ProposalsConfig
@@ -105,7 +106,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time `__getattr__` im
     from omama.synth.config import SynthConfig
     from omama.synth.download import write_download
     from omama.synth.writing import generate
-    from omama.train.loop import TrainConfig, run_train
+    from omama.train.loop import run_train
+    from omama.train.options import TrainConfig
 
 
 def __getattr__(name: str) -> Any:

@@ -21,6 +21,11 @@ from omama.errors import OmamaError, bad_file
 T = TypeVar("T")
 
 
+def flag_name(field: str) -> str:
+    """The command-line flag of a config field: `batch_size` -> `--batch-size`."""
+    return "--" + field.replace("_", "-")
+
+
 def opt(
     default: Any,
     help: str,
@@ -96,7 +101,7 @@ def build_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPar
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         kind = _base_type(hints[f.name])
-        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
+        flags = [flag_name(f.name), *f.metadata.get("aliases", ())]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f.metadata.get("help", "")
         if kind is bool:
@@ -231,7 +236,7 @@ def make_config(cls: type[T], values: dict[str, Any], source: str = "config") ->
     for f in dataclasses.fields(cls):
         value = getattr(cfg, f.name)
         choices, low = f.metadata.get("choices"), f.metadata.get("low")
-        flag = "--" + f.name.replace("_", "-")
+        flag = flag_name(f.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise OmamaError(f"{source}: {flag} must be a finite number, got {value}")
         if choices is not None and value is not None and value not in choices:
@@ -251,4 +256,4 @@ def require(cfg: Any, *names: str) -> None:
     """Fail with one line when a required option was given neither as a flag nor in YAML."""
     for name in names:
         if getattr(cfg, name) is None:
-            raise OmamaError(f"missing required option --{name.replace('_', '-')}")
+            raise OmamaError(f"missing required option {flag_name(name)}")

@@ -88,6 +88,13 @@ def save_npz_deterministic(path: str | Path, array: np.ndarray, level: int = 1) 
         zf.writestr(info, buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED, compresslevel=level)
 
 
+def beside(path: str | Path, suffix: str) -> Path:
+    """The path next to `path` whose name is its stem plus `suffix`:
+    `beside("out/pred.json", "_gt.json")` is `out/pred_gt.json`."""
+    path = Path(path)
+    return path.with_name(path.stem + suffix)
+
+
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
     """Load a JSON file; a missing, unreadable or malformed one is one line naming `path`."""
     path = Path(path)

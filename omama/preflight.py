@@ -12,11 +12,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from omama.config import flag_name
 from omama.errors import OmamaError, bad_file
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def input_file(path: Path | None, name: str, what: str = "file") -> None:
@@ -25,9 +22,9 @@ def input_file(path: Path | None, name: str, what: str = "file") -> None:
         return
     path = Path(path)
     if not path.exists():
-        raise bad_file(path, f"{what} missing ({flag(name)})")
+        raise bad_file(path, f"{what} missing ({flag_name(name)})")
     if path.is_dir():
-        raise bad_file(path, f"is a folder, not a {what} ({flag(name)})")
+        raise bad_file(path, f"is a folder, not a {what} ({flag_name(name)})")
     if not os.access(path, os.R_OK):
         raise bad_file(path, f"cannot read the {what} (Permission denied)")
 
@@ -38,9 +35,9 @@ def input_dir(path: Path | None, name: str, what: str = "folder") -> None:
         return
     path = Path(path)
     if not path.exists():
-        raise bad_file(path, f"{what} missing ({flag(name)})")
+        raise bad_file(path, f"{what} missing ({flag_name(name)})")
     if not path.is_dir():
-        raise bad_file(path, f"not a folder ({flag(name)} wants the {what})")
+        raise bad_file(path, f"not a folder ({flag_name(name)} wants the {what})")
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -59,9 +56,9 @@ def writable(path: Path | None, name: str, folder: bool = False) -> None:
     path = Path(path)
     if path.exists():
         if folder and not path.is_dir():
-            raise bad_file(path, f"not a folder ({flag(name)} names one to write into)")
+            raise bad_file(path, f"not a folder ({flag_name(name)} names one to write into)")
         if not folder and path.is_dir():
-            raise bad_file(path, f"is a folder ({flag(name)} names a file to write)")
+            raise bad_file(path, f"is a folder ({flag_name(name)} names a file to write)")
         where = path if folder else path.parent
     else:
         where = _existing_ancestor(path)
@@ -108,4 +105,4 @@ def distinct(inputs: Mapping[str, Path | None], outputs: Mapping[str, Path | Non
 
 
 def _show(name: str) -> str:
-    return name if " " in name else flag(name)
+    return name if " " in name else flag_name(name)

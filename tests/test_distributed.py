@@ -41,7 +41,7 @@ from omama.precompute.subset import select_fraction
 from omama.predict.evaluate import EvalConfig, run_eval
 from omama.predict.ranks import rank_indices
 from omama.train import loop
-from omama.train.distributed import local_batch_size, syncs_buffers, wrap
+from omama.train.ddp import local_batch_size, syncs_buffers, wrap
 from omama.train.loop import TrainConfig, run_train
 
 # ---------------------------------------------------------------- helpers

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from omama.cache.manifest import load_manifest
 from omama.cache.reader import Cache
+from omama.cache.samples import read_samples, write_samples
 from omama.cache.verify import verify_cache
 from omama.cli import eval as eval_cli
 from omama.cli import precompute as precompute_cli
@@ -522,8 +523,8 @@ def test_resume_inside_a_log_period_gives_the_same_log_and_checkpoints(cache_dir
 
     # another cache (one training pair fewer) or another validation split: refused
     other = Path(shutil.copytree(cache_dir, tmp_path / "other"))
-    samples = other / "samples" / "exo2ego_train.json"
-    samples.write_text(json.dumps(json.loads(samples.read_text())[1:]))
+    samples = other / "samples" / "exo2ego_train.npz"
+    write_samples(samples, read_samples(samples)[1:])
     argv = [a if a != str(cache_dir) else str(other) for a in cmd[3:]] + ["--resume"]
     assert train_cli.main(argv) == 2
     line = error_line(capsys.readouterr().err, "omama-train")

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from omama.errors import OmamaError
-from omama.precompute.build import SerialWrites
+from omama.serial import SerialWrites
 
 
 def test_calls_run_in_order_on_one_other_thread():

@@ -7,7 +7,8 @@ import json
 from omama import preflight
 from omama.cli.common import run_cli
 from omama.config import parse_config
-from omama.predict.evaluate import EvalConfig, check_options, output_paths, run_eval
+from omama.predict.evaluate import check_options, output_paths, run_eval
+from omama.predict.options import EvalConfig
 
 DESCRIPTION = (
     "Score every candidate of every pair of a cached split, write the predictions as RLE JSON "

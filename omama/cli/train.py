@@ -5,7 +5,8 @@ from __future__ import annotations
 from omama import dist, preflight
 from omama.cli.common import run_cli
 from omama.config import parse_config, require
-from omama.train.loop import TrainConfig, run_train
+from omama.train.loop import run_train
+from omama.train.options import TrainConfig
 
 DESCRIPTION = (
     "Train the O-MaMa cross-attention matcher from a cache made by omama-precompute. Writes "

@@ -35,7 +35,7 @@ from omama.loader.token_store import GB, TokenStore, budget_bytes
 
 log = logging.getLogger(__name__)
 
-ORDERS = ("auto", "shuffle", "blocks")
+SAMPLE_ORDERS = ("auto", "shuffle", "blocks")
 
 
 def take_rows(samples: SampleTable) -> list[np.ndarray]:
@@ -109,8 +109,8 @@ def plan_order(
     `budget` (bytes) replaces the one `gb` gives: the smallest over DDP ranks, so every rank
     resolves the same order, or, for a resumed run, the one its log recorded
     (`Plan.summary`), so its epochs keep their order whatever the free memory is now."""
-    if order not in ORDERS:
-        raise OmamaError(f"--order {order}: expected one of {', '.join(ORDERS)}")
+    if order not in SAMPLE_ORDERS:
+        raise OmamaError(f"--order {order}: expected one of {', '.join(SAMPLE_ORDERS)}")
     if order == "shuffle" or (order == "auto" and gb == 0) or not len(samples):
         return Plan("shuffle", None, TokenStore.maybe(cache, samples, device, gb))
     if gb == 0 and budget is None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ORDERS = ("auto", "fast", "standard")
+ATTENTION_ORDERS = ("auto", "fast", "standard")
 
 
 def attention_macs(order: str, n_query: int, n_tokens: int, dim: int, heads: int) -> int:
@@ -36,8 +36,8 @@ def attention_macs(order: str, n_query: int, n_tokens: int, dim: int, heads: int
 
 def choose_order(order: str, n_query: int, n_tokens: int, dim: int, heads: int) -> str:
     """Resolve "auto" to the order with fewer multiply-adds for this call's sizes."""
-    if order not in ORDERS:
-        raise ValueError(f"attention order must be one of {ORDERS}, got {order!r}")
+    if order not in ATTENTION_ORDERS:
+        raise ValueError(f"attention order must be one of {ATTENTION_ORDERS}, got {order!r}")
     if order != "auto":
         return order
     fast = attention_macs("fast", n_query, n_tokens, dim, heads)

@@ -13,7 +13,7 @@ from torch.nn.init import trunc_normal_
 
 from omama.backbones import DEFAULT_BACKBONE, Backbone
 from omama.constants import TEMPERATURE
-from omama.matcher.attention import ORDERS, ContextAttention
+from omama.matcher.attention import ATTENTION_ORDERS, ContextAttention
 from omama.matcher.visibility import VisibilityHead
 
 
@@ -85,8 +85,8 @@ class OMaMaMatcher(nn.Module):
         row-major), dst_tokens [B, Tt, C] (destination grid). Tokens may be fp16 storage.
         """
         order = self.attn_order if attn_order is None else attn_order
-        if order not in ORDERS:
-            raise ValueError(f"attn_order must be one of {ORDERS}, got {order!r}")
+        if order not in ATTENTION_ORDERS:
+            raise ValueError(f"attn_order must be one of {ATTENTION_ORDERS}, got {order!r}")
         dtype = self.pos_embed_T.dtype
         c = self.dim
         if dst_tokens.shape[1] != self.pos_embed_T.shape[1]:

@@ -14,11 +14,11 @@ part manifest), so a killed run keeps every listed shard and resumes from there.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from omama.masks import count_boxes, row_col_counts
 from omama.precompute import adjacency, backbone, descriptors
 from omama.precompute.jobs import Job
 from omama.precompute.options import PrecomputeConfig
+from omama.serial import SerialWrites
 
 log = logging.getLogger(__name__)
 
@@ -235,13 +236,7 @@ def build(
     model = backbone.load_backbone(weights, device, spec) if need_model else None
     reader = Cache(cache, work)  # tokens already cached, as this run lists them
     tokens = TokenSource(model, device, cfg.features, reader.tokens)
-    built = Built()
-
-    def on_shard(name: str, info: dict, images: list[str], cands: list[tuple[str, str]]) -> None:
-        if on_publish is not None:  # e.g. the records' input fingerprints, before the listing
-            on_publish(name, images, cands)
-        publish(work, name, info, images, cands)
-
+    on_shard = functools.partial(_list_shard, work, publish, on_publish)
     writer = ShardWriter(cache, prefix, on_shard, max_records=cfg.shard_records, backbone=spec)
     loader = DataLoader(
         PrepareDataset(jobs, root=root, masks_dir=masks_dir, ann=ann, patch=spec.patch),
@@ -251,54 +246,20 @@ def build(
         prefetch_factor=4 if cfg.workers else None,
         persistent_workers=False,
     )
-    buckets: dict[tuple[int, int], list[dict]] = defaultdict(list)
-
-    def store(key: str, img: ImageRecord | None, cand: CandidateRecord | None) -> None:
-        """On the writer thread: an image's records into the shard (publishing full ones)."""
-        if img is not None:
-            writer.add_image(key, img)
-        if cand is not None:
-            writer.add_candidates(cfg.direction, key, cand)
-        bar.update(1)  # counted when written: computed and stored
-
-    def flush(hw: tuple[int, int]) -> None:
-        items = buckets.pop(hw)
-        done: list[tuple[str, ImageRecord | None, CandidateRecord | None]] = []
-        for item, (stored, toks) in zip(items, tokens(items), strict=True):
-            # descriptors always come from the tokens as stored, so a candidate set added by
-            # a later run matches one computed together with the image
-            grid = (hw[0] // spec.patch, hw[1] // spec.patch)
-            dense = descriptors.dense_map(toks, grid, spec.patch)
-            obj_boxes = item["obj_boxes"]
-            job = item["job"]
-            img = cand = None
-            if stored is not None:
-                img = image_record(item, stored, dense, obj_boxes, spec.patch, to_host=False)
-                built.images += 1
-            if job.need_cands:
-                cand = candidate_record(item, dense, obj_boxes, to_host=False)
-                built.candidate_sets += 1
-            done.append((job.key, img, cand))
-        descriptors_to_host([r for _, img, cand in done for r in (img, cand)])  # one copy
-        for key, img, cand in done:
-            writes.submit(store, key, img, cand)
-
     writes = SerialWrites()  # HDF5 writes, fsync and hashing overlap the next batch
     try:
         with tqdm(total=len(jobs), desc="precompute", unit="img", dynamic_ncols=True) as bar:
+            batches = Batches(cfg, spec.patch, tokens, writer, writes, bar)
             for item in loader:
                 if "error" in item:
                     if not cfg.skip_bad:
                         raise OmamaError(item["error"])
                     log.warning("skipping bad item: %s", item["error"])
-                    built.bad.append({"key": item["job"].key, "error": item["error"]})
+                    batches.built.bad.append({"key": item["job"].key, "error": item["error"]})
                     bar.update(1)
                     continue
-                buckets[item["hw"]].append(item)
-                if len(buckets[item["hw"]]) >= cfg.batch_size:
-                    flush(item["hw"])
-            for hw in list(buckets):
-                flush(hw)
+                batches.add(item)
+            batches.flush_all()
             writes.drain()
         writer.close_shard()
     except BaseException:
@@ -307,29 +268,83 @@ def build(
         raise
     finally:
         reader.close()
-    return built
+    return batches.built
 
 
-class SerialWrites:
-    """Calls run in order on one thread, at most `depth` waiting (each holds an image's
-    records); the first failure is raised in the caller at its next submit or at `drain`."""
+def _list_shard(
+    work: Manifest,
+    publish: Callable[[Manifest, str, dict, list[str], list[tuple[str, str]]], None],
+    on_publish: Callable[[str, list[str], list[tuple[str, str]]], None] | None,
+    name: str,
+    info: dict,
+    images: list[str],
+    cands: list[tuple[str, str]],
+) -> None:
+    """A closed shard listed: `on_publish` first (e.g. the records' input fingerprints),
+    then `publish`, the split's listing."""
+    if on_publish is not None:
+        on_publish(name, images, cands)
+    publish(work, name, info, images, cands)
 
-    def __init__(self, depth: int = 8) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
-        self.pending: deque[Future] = deque()
-        self.depth = depth
 
-    def submit(self, fn: Callable, *args: object) -> None:
-        while self.pending and (self.pending[0].done() or len(self.pending) >= self.depth):
-            self.pending.popleft().result()
-        self.pending.append(self.pool.submit(fn, *args))
+class Batches:
+    """Prepared items gathered into batches of one crop size; a full batch goes through the
+    backbone (or the cache's tokens) to its records, which the writer thread stores."""
 
-    def drain(self) -> None:
-        while self.pending:
-            self.pending.popleft().result()
-        self.pool.shutdown()
+    def __init__(
+        self,
+        cfg: PrecomputeConfig,
+        patch: int,
+        tokens: TokenSource,
+        writer: ShardWriter,
+        writes: SerialWrites,
+        bar: tqdm,
+    ) -> None:
+        self.direction, self.batch_size, self.patch = cfg.direction, cfg.batch_size, patch
+        self.tokens, self.writer, self.writes, self.bar = tokens, writer, writes, bar
+        self.buckets: dict[tuple[int, int], list[dict]] = defaultdict(list)
+        self.built = Built()
 
-    def stop(self) -> None:
-        """After a failure elsewhere: drop what has not started, wait for what has."""
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        self.pending.clear()
+    def add(self, item: dict) -> None:
+        """One prepared item; its batch computed once it holds --batch-size items."""
+        bucket = self.buckets[item["hw"]]
+        bucket.append(item)
+        if len(bucket) >= self.batch_size:
+            self.flush(item["hw"])
+
+    def flush_all(self) -> None:
+        """The last, partly filled batches."""
+        for hw in list(self.buckets):
+            self.flush(hw)
+
+    def flush(self, hw: tuple[int, int]) -> None:
+        """The records of the batch of crop size `hw`, handed to the writer thread."""
+        items = self.buckets.pop(hw)
+        patch = self.patch
+        done: list[tuple[str, ImageRecord | None, CandidateRecord | None]] = []
+        for item, (stored, toks) in zip(items, self.tokens(items), strict=True):
+            # descriptors always come from the tokens as stored, so a candidate set added by
+            # a later run matches one computed together with the image
+            grid = (hw[0] // patch, hw[1] // patch)
+            dense = descriptors.dense_map(toks, grid, patch)
+            obj_boxes = item["obj_boxes"]
+            job = item["job"]
+            img = cand = None
+            if stored is not None:
+                img = image_record(item, stored, dense, obj_boxes, patch, to_host=False)
+                self.built.images += 1
+            if job.need_cands:
+                cand = candidate_record(item, dense, obj_boxes, to_host=False)
+                self.built.candidate_sets += 1
+            done.append((job.key, img, cand))
+        descriptors_to_host([r for _, img, cand in done for r in (img, cand)])  # one copy
+        for key, img, cand in done:
+            self.writes.submit(self.store, key, img, cand)
+
+    def store(self, key: str, img: ImageRecord | None, cand: CandidateRecord | None) -> None:
+        """On the writer thread: an image's records into the shard (publishing full ones)."""
+        if img is not None:
+            self.writer.add_image(key, img)
+        if cand is not None:
+            self.writer.add_candidates(self.direction, key, cand)
+        self.bar.update(1)  # counted when written: computed and stored

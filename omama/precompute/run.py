@@ -190,13 +190,13 @@ def run_part(split: Split, part: Part, device: torch.device, report: PrecomputeR
             built = build(
                 cfg,
                 jobs,
-                work,
-                weights,
-                device,
-                split.ann,
-                listing.prefix,
-                listing.publish,
-                keep_prints,
+                work=work,
+                weights=weights,
+                device=device,
+                ann=split.ann,
+                prefix=listing.prefix,
+                publish=listing.publish,
+                on_publish=keep_prints,
             )
         report.images_computed = built.images
         report.candidate_sets_computed = built.candidate_sets

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from omama import dist
@@ -13,88 +12,22 @@ from omama.cache.reader import Cache, Records
 from omama.cache.records import Sample
 from omama.cache.rle_texts import RleReads
 from omama.cache.samples import SampleTable, as_table
-from omama.config import default_device, default_workers, opt, require
-from omama.constants import DIRECTIONS, SPLITS
+from omama.config import require
 from omama.errors import OmamaError, bad_file
-from omama.files import write_json
+from omama.files import beside, write_json
 from omama.loader.eval_samples import read_order
 from omama.matcher.checkpoint import build_matcher
-from omama.matcher.visibility import CONFIDENCES
 from omama.metrics.groundtruth import GTSample, build_gt_json, read_gt_file
 from omama.metrics.official import Metrics, evaluate
 from omama.metrics.official_gt import load_official_gt
-from omama.precision import PRECISIONS
 from omama.predict.challenge import challenge_json
+from omama.predict.options import EvalConfig
 from omama.predict.ranks import score_across_ranks
 from omama.predict.scoring import Scored, prediction_records, random_scores, with_confidence
 from omama.predict.visualize import write_visualizations
 from omama.profiling import StepProfiler
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalConfig:
-    cache: Path | None = opt(None, "cache folder made by omama-precompute")
-    direction: str = opt("exo2ego", "exo2ego or ego2exo", DIRECTIONS)
-    split: str = opt("test", "split to evaluate", SPLITS)
-    checkpoint: Path | None = opt(None, "matcher weights: omama best.pt/last.pt or O-MaMa's .pt")
-    out: Path | None = opt(None, "predictions JSON to write (challenge format)")
-    gt: Path | None = opt(None, "official ground-truth JSON; default: built from the cache")
-    relations: Path | None = opt(
-        None,
-        "Ego-Exo4D relations_SPLIT.json: score against the official GT of the split, built from "
-        "it and --root as omama-gt builds it (default: built from the cache, whose balanced "
-        "accuracy may differ from the official one)",
-    )
-    root: Path | None = opt(
-        None, "dataset root with processed/split.json and annotation.json (for --relations)"
-    )
-    metrics_out: Path | None = opt(None, "metrics JSON (default: next to --out)")
-    visualize: int = opt(
-        0,
-        "PNGs of this many pairs, those of lowest IoU in the whole split (query, prediction, "
-        "GT), and a contact sheet, worst first, in OUT_vis",
-        low=0,
-    )
-    mask_size: str = opt(
-        "official", "predicted masks at the official 480 size or crop", ("official", "crop")
-    )
-    confidence: str = opt(
-        "visibility",
-        "confidence written per pair: 'visibility', the probability fitted on the validation "
-        "split during training (kept in the checkpoint), or 'reference', O-MaMa's "
-        "sigmoid(best cosine); a checkpoint without a fitted part falls back to the latter",
-        CONFIDENCES,
-    )
-    precision: str = opt(
-        "fp32",
-        "number format of the scoring: fp32 (the same predictions on CPU and GPU) or bf16 "
-        "(faster on a GPU; changes a few chosen masks per thousand pairs, BENCHMARKS.md)",
-        PRECISIONS,
-    )
-    batch_size: int = opt(16, "pairs scored per batch", low=1)
-    workers: int = opt(
-        default_workers(),
-        "worker processes: cache reading while scoring, then the official-size masks and "
-        "metrics (used from 4096 pairs on; 0 = all in the main process)",
-        low=0,
-    )
-    device: str = opt(default_device(), "cpu or cuda", ("cpu", "cuda"))
-    limit: int = opt(0, "evaluate only the first N pairs (0 = all)", low=0)
-    baseline: str = opt(
-        "none",
-        "'random': pick a random candidate per pair (chance level, no checkpoint needed)",
-        ("none", "random"),
-    )
-    seed: int = opt(0, "seed of the random baseline", low=0)
-    profile: int = opt(
-        0,
-        "record N scoring batches with torch.profiler (after a short warm-up): writes "
-        "OUT_profile_trace.json beside --out (Chrome/Perfetto) and logs the top operators "
-        "(0 = off)",
-        low=0,
-    )
 
 
 def gt_samples(cache: Records, samples: SampleTable | Sequence[Sample]) -> list[GTSample]:
@@ -144,14 +77,14 @@ def output_paths(cfg: EvalConfig) -> dict[str, Path]:
     out = Path(cfg.out)
     paths = {
         "out": out,
-        "metrics_out": cfg.metrics_out or out.with_name(out.stem + "_metrics.json"),
+        "metrics_out": cfg.metrics_out or beside(out, "_metrics.json"),
     }
     if cfg.gt is None:
-        paths["the ground truth written beside --out"] = out.with_name(out.stem + "_gt.json")
+        paths["the ground truth written beside --out"] = beside(out, "_gt.json")
     if cfg.visualize:
-        paths["the pictures folder beside --out"] = out.with_name(out.stem + "_vis")
+        paths["the pictures folder beside --out"] = beside(out, "_vis")
     if cfg.profile:
-        paths["the trace beside --out"] = out.with_name(out.stem + "_profile_trace.json")
+        paths["the trace beside --out"] = beside(out, "_profile_trace.json")
     return paths
 
 
@@ -207,11 +140,11 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
             samples,
             device,
             env,
-            cfg.batch_size,
-            cfg.workers,
-            True,
-            prof.step,
-            cfg.precision,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            progress=True,
+            on_batch=prof.step,
+            precision=cfg.precision,
         )
         prof.close()
         if scored is not None:

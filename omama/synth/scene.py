@@ -96,16 +96,37 @@ def render(
     add the hand (ego, with chance `hand_prob`) or pillar, then camera gain, offset and noise."""
     h, w = cam.hw
     hmat = homography(cam.quads[frame_i], cam.hw, ppu)
-    # the sign of w in front of the camera (getPerspectiveTransform fixes h33 = 1, not the sign)
-    front = np.sign(
-        project(hmat, ((cam.quads[frame_i].mean(0, keepdims=True)) + MARGIN) * ppu)[1][0]
-    )
     img = cv2.warpPerspective(
         world, hmat, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
     )
     img = img.astype(np.float32)
     lab = cv2.warpPerspective(
         labels, hmat, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT101
+    )
+    full = _paste_objects(img, cam, frame_i, hmat, objects, ppu)
+    occluders = _add_occluders(img, cam, rng, hand_prob)
+    for occ in occluders:
+        for m in full.values():
+            m &= 1 - occ
+    image = _camera_response(img, cam, rng)
+    masks = {k: v for k, v in full.items() if v.any()}
+    return View(image, masks, occluders, lab)
+
+
+def _paste_objects(
+    img: np.ndarray,
+    cam: Cam,
+    frame_i: int,
+    hmat: np.ndarray,
+    objects: list[SceneObject],
+    ppu: float,
+) -> dict[str, np.ndarray]:
+    """Paste the objects into `img` in place (later ones on top); each one's full-frame mask,
+    less what the ones above it cover."""
+    h, w = cam.hw
+    # the sign of w in front of the camera (getPerspectiveTransform fixes h33 = 1, not the sign)
+    front = np.sign(
+        project(hmat, ((cam.quads[frame_i].mean(0, keepdims=True)) + MARGIN) * ppu)[1][0]
     )
     full: dict[str, np.ndarray] = {}
     for obj in objects:  # later objects lie on top
@@ -138,7 +159,15 @@ def render(
         for other in full.values():  # this object covers the ones below it
             other[y0:y1, x0:x1] &= ~a
         full[obj.name] = mask
+    return full
 
+
+def _add_occluders(
+    img: np.ndarray, cam: Cam, rng: np.random.Generator, hand_prob: float
+) -> list[np.ndarray]:
+    """Paint the hand (ego, with chance `hand_prob`) and the camera's pillar into `img` in
+    place; their masks."""
+    h, w = cam.hw
     occluders = []
     if cam.is_ego and rng.random() < hand_prob:
         occ = np.zeros((h, w), np.uint8)
@@ -156,20 +185,20 @@ def render(
         col = np.stack([tone * 0.95, tone, tone * 1.05], axis=-1)
         img[occ > 0] = col[occ > 0]
         occluders.append(occ)
-    for occ in occluders:
-        for m in full.values():
-            m &= 1 - occ
+    return occluders
 
-    # photometric differences between cameras: gain, offset, vignetting (ego), noise
+
+def _camera_response(img: np.ndarray, cam: Cam, rng: np.random.Generator) -> np.ndarray:
+    """Photometric differences between cameras: gain, offset, vignetting (ego), noise; the
+    8-bit image."""
+    h, w = cam.hw
     img = img * cam.gain + cam.bias
     if cam.is_ego:
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         r2 = ((xx - w / 2) ** 2 + (yy - h / 2) ** 2) / (0.5 * (h * h + w * w) / 2)
         img *= (1 - 0.3 * r2)[..., None]
     img += rng.normal(0, cam.noise, size=img.shape).astype(np.float32)
-    image = np.clip(img + 0.5, 0, 255).astype(np.uint8)
-    masks = {k: v for k, v in full.items() if v.any()}
-    return View(image, masks, occluders, lab)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -220,15 +249,47 @@ def build_take(
     the four visibility cases occurs.
     """
     frames = cfg.frames
-    ego_hw, exo_hw = cfg.resolved_ego_hw(), cfg.resolved_exo_hw()
+    ego_hw = cfg.resolved_ego_hw()
     ppu = ppu_for(ego_hw)
     size = int(round((1 + 2 * MARGIN) * ppu))
     uid = str(uuid.UUID(bytes=rng.bytes(16), version=4))
     name = f"synth_take_{index:03d}"
     world, labels = background(rng, size, ppu)
     world_exo = cv2.GaussianBlur(world, (0, 0), 0.8)  # exo views sample the plane sparser
-
     exo_names = cfg.exo_names()
+    exo_cams = _exo_cams(rng, cfg, exo_names, portrait)
+
+    for _attempt in range(max(1, cfg.max_retries)):
+        ego, f_star, u = _ego_cam(rng, cfg, exo_cams, ego_hw)
+        forced = (int(rng.integers(cfg.objects)), f_star, u)
+        objects = make_objects(rng, cfg.objects, frames, ppu, forced)
+        z = rng.permutation(len(objects))
+        ordered = [objects[i] for i in z]
+
+        cams = [ego] + [c for c, _ in exo_cams]
+        views: dict[str, list[View]] = {}
+        for cam in cams:
+            views[cam.name] = []
+            for f in range(frames):
+                plane = world if cam.is_ego else world_exo
+                view = render(cam, f, plane, labels, ordered, ppu, rng, cfg.hand_prob)
+                _visible_only(view, cam)
+                views[cam.name].append(view)
+        cases = _cases_ok(views, EGO_CAM, exo_names, frames)
+        if all(v > 0 for v in cases.values()):
+            break
+        log.debug("take %d attempt %d lacks a visibility case: %s", index, _attempt, cases)
+    else:
+        log.warning("take %s: not every visibility case occurs (%s)", name, cases)
+    return Take(uid, name, split, cams, views, [o.name for o in objects])
+
+
+def _exo_cams(
+    rng: np.random.Generator, cfg: SynthConfig, exo_names: list[str], portrait: bool
+) -> list[tuple[Cam, float]]:
+    """The take's static exo cameras around the plane, each with its azimuth; with
+    `portrait` the last one is portrait."""
+    frames, exo_hw = cfg.frames, cfg.resolved_exo_hw()
     phi0 = rng.uniform(0, 2 * np.pi)
     exo_cams = []
     for k, cam_name in enumerate(exo_names):
@@ -241,59 +302,40 @@ def build_take(
         if rng.random() < cfg.pillar_prob:
             cam.pillar = _pillar_polygon(rng, hw)
         exo_cams.append((cam, phi))
+    return exo_cams
 
-    for _attempt in range(max(1, cfg.max_retries)):
-        # the ego camera wanders; at frame f* it looks into one exo camera's blind strip
-        f_star = int(rng.integers(frames))
-        k_star = int(rng.integers(len(exo_cams)))
-        phi = exo_cams[k_star][1]
-        u = np.array([np.cos(phi), np.sin(phi)])
-        centres = np.zeros((frames, 2))
-        centres[f_star] = 0.5 + 0.27 * u
-        for f in list(range(f_star + 1, frames)) + list(range(f_star - 1, -1, -1)):
-            prev = centres[f - 1] if f > f_star else centres[f + 1]
-            step = rng.normal(size=2)
-            step *= rng.uniform(0.06, 0.16) / (np.linalg.norm(step) + 1e-9)
-            centres[f] = np.clip(prev + step, 0.25, 0.75)
-        if frames > 1:  # and at another frame it looks away, so it misses that object there
-            f_away = (f_star + int(rng.integers(1, frames))) % frames
-            centres[f_away] = np.clip(0.5 - 0.25 * u + rng.normal(0, 0.05, size=2), 0.25, 0.75)
-        thetas = rng.uniform(-np.pi, np.pi) + np.cumsum(rng.normal(0, 0.15, size=frames))
-        ego = Cam(
-            EGO_CAM,
-            ego_hw,
-            cfg.ego_scale,
-            [ego_quad(c, t) for c, t in zip(centres, thetas, strict=True)],
-        )
-        ego.gain = (rng.uniform(0.9, 1.1) * rng.uniform(0.95, 1.05, size=3)).astype(np.float32)
-        ego.bias = rng.uniform(-8, 8, size=3).astype(np.float32)
-        ego.noise = float(rng.uniform(1.5, 3.0))
-        forced = (int(rng.integers(cfg.objects)), f_star, u)
-        objects = make_objects(rng, cfg.objects, frames, ppu, forced)
-        z = rng.permutation(len(objects))
-        ordered = [objects[i] for i in z]
 
-        cams = [ego] + [c for c, _ in exo_cams]
-        views: dict[str, list[View]] = {}
-        for cam in cams:
-            views[cam.name] = []
-            for f in range(frames):
-                view = render(
-                    cam,
-                    f,
-                    world if cam.is_ego else world_exo,
-                    labels,
-                    ordered,
-                    ppu,
-                    rng,
-                    cfg.hand_prob,
-                )
-                _visible_only(view, cam)
-                views[cam.name].append(view)
-        cases = _cases_ok(views, EGO_CAM, exo_names, frames)
-        if all(v > 0 for v in cases.values()):
-            break
-        log.debug("take %d attempt %d lacks a visibility case: %s", index, _attempt, cases)
-    else:
-        log.warning("take %s: not every visibility case occurs (%s)", name, cases)
-    return Take(uid, name, split, cams, views, [o.name for o in objects])
+def _ego_cam(
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    exo_cams: list[tuple[Cam, float]],
+    ego_hw: tuple[int, int],
+) -> tuple[Cam, int, np.ndarray]:
+    """The wandering ego camera; at frame f* it looks into one exo camera's blind strip
+    (direction u from the centre): (camera, f*, u)."""
+    frames = cfg.frames
+    f_star = int(rng.integers(frames))
+    k_star = int(rng.integers(len(exo_cams)))
+    phi = exo_cams[k_star][1]
+    u = np.array([np.cos(phi), np.sin(phi)])
+    centres = np.zeros((frames, 2))
+    centres[f_star] = 0.5 + 0.27 * u
+    for f in list(range(f_star + 1, frames)) + list(range(f_star - 1, -1, -1)):
+        prev = centres[f - 1] if f > f_star else centres[f + 1]
+        step = rng.normal(size=2)
+        step *= rng.uniform(0.06, 0.16) / (np.linalg.norm(step) + 1e-9)
+        centres[f] = np.clip(prev + step, 0.25, 0.75)
+    if frames > 1:  # and at another frame it looks away, so it misses that object there
+        f_away = (f_star + int(rng.integers(1, frames))) % frames
+        centres[f_away] = np.clip(0.5 - 0.25 * u + rng.normal(0, 0.05, size=2), 0.25, 0.75)
+    thetas = rng.uniform(-np.pi, np.pi) + np.cumsum(rng.normal(0, 0.15, size=frames))
+    ego = Cam(
+        EGO_CAM,
+        ego_hw,
+        cfg.ego_scale,
+        [ego_quad(c, t) for c, t in zip(centres, thetas, strict=True)],
+    )
+    ego.gain = (rng.uniform(0.9, 1.1) * rng.uniform(0.95, 1.05, size=3)).astype(np.float32)
+    ego.bias = rng.uniform(-8, 8, size=3).astype(np.float32)
+    ego.noise = float(rng.uniform(1.5, 3.0))
+    return ego, f_star, u

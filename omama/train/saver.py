@@ -23,12 +23,13 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from omama.serial import SerialWrites
 
 log = logging.getLogger(__name__)
 
@@ -103,36 +104,32 @@ class BackgroundSaver:
 
     def __init__(self, background: bool = True) -> None:
         self.background = background
-        self._pool = ThreadPoolExecutor(1, "omama-saver") if background else None
-        self._pending: Future | None = None
+        # at most one save in flight: each save waits for the one before it
+        self._writes = SerialWrites(depth=1, name="omama-saver") if background else None
         self._buffers: Buffers = {}  # the last snapshot's host copies, reused once it is written
 
     def save(self, *writes: Write) -> None:
         """Write these files in this order, after every earlier save; returns once the
         objects are copied (background) or written (synchronous)."""
         self.wait()
-        if self._pool is None:
+        if self._writes is None:
             _write_all(writes, None)
             return
         copied, event, self._buffers = snapshot([(w.obj, w.path) for w in writes], self._buffers)
         jobs = tuple(
             Write(w.writer, obj, path) for w, (obj, path) in zip(writes, copied, strict=True)
         )
-        self._pending = self._pool.submit(_write_all, jobs, event)
+        self._writes.submit(_write_all, jobs, event)
 
     def wait(self) -> None:
         """Wait for the save in flight; raise what it raised."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+        if self._writes is not None:
+            self._writes.wait()
 
     def close(self) -> None:
         """Wait for the last save (raising what it raised) and stop the thread."""
-        try:
-            self.wait()
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
+        if self._writes is not None:
+            self._writes.drain()
 
     def __enter__(self) -> BackgroundSaver:
         return self

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from bench import ROOT
-from omama.train.loop import TrainConfig
+from omama.config import flag_name
+from omama.train.options import TrainConfig
 
 DIRECTION = "exo2ego"  # source exo (38x68), destination ego (50x50): T = 2500, Tq = 2584
 TRAIN_SPLIT = "train"  # precomputed (row 5) and evaluated (row 6)
@@ -174,7 +175,7 @@ def omama_command(name: str, **options: object) -> list[str]:
     """argv of `python -m omama.cli.NAME --option value ...` (underscores become dashes)."""
     argv = [sys.executable, "-m", f"omama.cli.{name}"]
     for key, value in options.items():
-        argv += [f"--{key.replace('_', '-')}", str(value)]
+        argv += [flag_name(key), str(value)]
     return argv
 
 

@@ -93,7 +93,9 @@ def validation(cache_path: Path, batch_size: int) -> dict:
     val = cache.samples(world.DIRECTION, "val")
     torch.manual_seed(0)
     model = _matcher(cache, "val").eval()
-    scored = score_across_ranks(cache, model, world.DIRECTION, val, CPU, None, batch_size)
+    scored = score_across_ranks(
+        cache, model, world.DIRECTION, val, CPU, None, batch_size=batch_size
+    )
     fit_confidence(model.visibility, scored)
     scored = with_confidence(scored, model.visibility, "visibility")
     _, _, metrics = measure(cache, world.DIRECTION, val, scored, 1)
