@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,18 +41,25 @@ def cand_record(rng, n=5):
     )
 
 
-def test_shards_roll_publish_and_read_back(tmp_path):
-    rng = np.random.default_rng(0)
-    manifest = Manifest(settings={"a": 1})
+def lister(manifest: Manifest, save_to: Path | None = None):
+    """A shard writer's publish callback listing each shard in `manifest` (and saving it)."""
 
     def publish(name, info, images, cands):
         manifest.shards[name] = info
         manifest.images.update({k: name for k in images})
         for d, k in cands:
             manifest.candidates.setdefault(d, {})[k] = name
-        save_manifest(tmp_path, manifest)
+        if save_to is not None:
+            save_manifest(save_to, manifest)
 
-    writer = ShardWriter(tmp_path, "exo2ego-train", publish, max_records=3)
+    return publish
+
+
+def test_shards_roll_publish_and_read_back(tmp_path):
+    rng = np.random.default_rng(0)
+    manifest = Manifest(settings={"a": 1})
+
+    writer = ShardWriter(tmp_path, "exo2ego-train", lister(manifest, tmp_path), max_records=3)
     recs = {f"t/cam01/{i}": (image_record(rng), cand_record(rng)) for i in range(4)}
     for key, (img, cand) in recs.items():
         writer.add_image(key, img)
@@ -79,11 +87,7 @@ def test_a_reader_of_many_shards_keeps_at_most_max_open_open(tmp_path):
     rng = np.random.default_rng(0)
     manifest = Manifest(settings={"a": 1})
 
-    def publish(name, info, images, cands):
-        manifest.shards[name] = info
-        manifest.images.update({k: name for k in images})
-
-    writer = ShardWriter(tmp_path, "exo2ego-train", publish, max_records=1)
+    writer = ShardWriter(tmp_path, "exo2ego-train", lister(manifest), max_records=1)
     recs = {f"t/cam01/{i}": image_record(rng) for i in range(12)}
     for key, img in recs.items():
         writer.add_image(key, img)
@@ -109,13 +113,7 @@ def test_verify_shard_by_shard_in_workers_finds_the_same_problems(tmp_path):
     rng = np.random.default_rng(0)
     manifest = Manifest(settings={"a": 1})
 
-    def publish(name, info, images, cands):
-        manifest.shards[name] = info
-        manifest.images.update({k: name for k in images})
-        for d, k in cands:
-            manifest.candidates.setdefault(d, {})[k] = name
-
-    writer = ShardWriter(tmp_path, "exo2ego-train", publish, max_records=2)
+    writer = ShardWriter(tmp_path, "exo2ego-train", lister(manifest), max_records=2)
     for i in range(6):
         writer.add_image(f"t/cam01/{i}", image_record(rng))
         writer.add_candidates("exo2ego", f"t/cam01/{i}", cand_record(rng))

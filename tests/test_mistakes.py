@@ -1,4 +1,4 @@
-"""The mistakes users make, round two (issue 20): each as the user types it, with its exit
+"""The mistakes users make, round two: each as the user types it, with its exit
 code, its one line, and every input and earlier output left as it was.
 
 Options and paths are refused before any work, so most cases cost milliseconds; the cases

@@ -108,7 +108,7 @@ def test_annotation_json_is_the_official_bytes(download, prepared):
             assert got == want
 
 
-def test_pairs_follow_the_rule_of_section_10(prepared):
+def test_pairs_follow_the_official_pair_rule(prepared):
     processed = prepared / "processed"
     splits = load(processed / "split.json")
     anns = {t: load(processed / t / "annotation.json") for s in SPLITS for t in splits[s]}

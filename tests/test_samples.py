@@ -1,5 +1,5 @@
 """Samples as memory-mapped columns (samples format 2), the workers' reader, the read-once
-evaluation order and the fork rule of the post-processing workers (issue 19 and 16)."""
+evaluation order and the fork rule of the post-processing workers."""
 
 from __future__ import annotations
 
