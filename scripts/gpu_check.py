@@ -117,27 +117,16 @@ def val_args(ctx: dict) -> list[str]:
     return ["--val-limit", "4"] if ctx["cuda"] else ["--val-split", "none"]
 
 
+def train_argv(cache: Path, out: Path, device: str, *extra: str) -> list[str]:
+    """omama-train's flags for one small epoch of the check."""
+    flags = ["--cache", cache, "--out", out, "--epochs", 1, "--batch-size", 4, "--n-masks", 8]
+    return [str(a) for a in (*flags, "--workers", 0, "--device", device, *extra)]
+
+
 def _train(cache: Path, out: Path, device: str, *extra: str) -> Path:
     from omama.cli.train import main as train_main
 
-    argv = [
-        "--cache",
-        str(cache),
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--n-masks",
-        "8",
-        "--workers",
-        "0",
-        "--device",
-        device,
-        *extra,
-    ]
-    if train_main(argv) != 0:
+    if train_main(train_argv(cache, out, device, *extra)) != 0:
         raise RuntimeError(f"omama-train {' '.join(extra)} failed")
     return out / "last.pt"
 
@@ -219,21 +208,7 @@ def section_nccl(ctx: dict) -> dict:
             f"--nproc_per_node={n}",
             "-m",
             "omama.cli.train",
-            "--cache",
-            cache,
-            "--out",
-            out,
-            "--epochs",
-            "1",
-            "--batch-size",
-            "4",
-            "--n-masks",
-            "8",
-            "--workers",
-            "0",
-            "--device",
-            dev,
-            *val_args(ctx),
+            *train_argv(cache, out, dev, *val_args(ctx)),
         ],
         Path(ctx["out"]) / "nccl.log",
         env=env,
