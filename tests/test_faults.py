@@ -278,8 +278,10 @@ def train_cmd(cache: Path, out: Path, *extra) -> list[str]:
 
 
 def logged_steps(out: Path) -> list[int]:
+    """The steps of the loss records steps.jsonl holds (appended at each save)."""
     try:
-        return [row["step"] for row in json.loads((out / "log.json").read_text())["steps"]]
+        lines = (out / "steps.jsonl").read_text().splitlines()
+        return [json.loads(line)["step"] for line in lines]
     except (OSError, ValueError, KeyError):
         return []
 
@@ -405,18 +407,27 @@ def test_training_killed_during_a_background_save_keeps_the_previous_files(
 
     state = torch.load(out / "state.pt", map_location="cpu", weights_only=False)
     assert (state["epoch"], state["step"]) == (1, 4)
-    assert logged_steps(out) == [1, 2, 3, 4] == [s["step"] for s in state["history"]["steps"]]
+    assert state["steps_log"]["lines"] == 4 and logged_steps(out)[:4] == [1, 2, 3, 4]
+    assert [s["step"] for s in json.loads((out / "log.json").read_text())["steps"]] == [1, 2, 3, 4]
     last = torch.load(out / "last.pt", weights_only=True)  # written at the same step
     assert last.keys() == state["model"].keys()
     for key in last:
         assert torch.equal(last[key], state["model"][key]), key
     assert torch.load(out / "best.pt", weights_only=True).keys() == last.keys()
+    if when == "created":  # a state.pt of an older omama: its loss records inside, no steps.jsonl
+        state["history"]["steps"] = json.loads((out / "log.json").read_text())["steps"]
+        del state["steps_log"]
+        torch.save(state, out / "state.pt")
+        (out / "steps.jsonl").unlink()
 
     done = run(cmd + ["--resume"])
     assert done.returncode == 0, done.stderr
     ref = json.loads((reference_run / "log.json").read_text())
     got = json.loads((out / "log.json").read_text())
     assert curve(got["steps"], "loss", "lr") == curve(ref["steps"], "loss", "lr")
+    assert [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()] == (
+        got["steps"]
+    )
     for name in ("last.pt", "best.pt"):
         assert (out / name).read_bytes() == (reference_run / name).read_bytes(), name
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import threading
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from omama.matcher.checkpoint import build_matcher, matcher_weights, save_matche
 from omama.matcher.model import OMaMaMatcher
 from omama.train import loop
 from omama.train.saver import BackgroundSaver, Write, snapshot
+from omama.train.steplog import StepLog
 from omama.train.step import build_optimizer
 
 
@@ -176,7 +178,8 @@ def test_background_run_writes_the_bytes_of_a_synchronous_run(cache_dir, tmp_pat
         m.setattr(loop, "BackgroundSaver", functools.partial(BackgroundSaver, background=False))
         train(run)
     names = sorted(p.name for p in run.iterdir())
-    assert names == ["best.pt", "curves.png", "init.pt", "last.pt", "log.json", "state.pt"]
+    want = ["best.pt", "curves.png", "init.pt", "last.pt", "log.json", "state.pt", "steps.jsonl"]
+    assert names == want
     assert sorted(p.name for p in background.iterdir()) == names
     for name in names:
         assert (background / name).read_bytes() == (run / name).read_bytes(), name
@@ -203,3 +206,42 @@ def test_snapshot_of_cuda_tensors_is_pinned_and_not_overwritten():
     assert copied["w"].device.type == "cpu" and copied["w"].is_pinned()
     assert copied["view"].untyped_storage().data_ptr() == copied["w"].untyped_storage().data_ptr()
     assert saved_bytes(copied) == saved_bytes(want)
+
+
+def rows(*steps: int) -> list[dict]:
+    return [{"step": i, "epoch": 0, "loss": 1.0 / i, "lr": 1e-4} for i in steps]
+
+
+def test_step_log_appends_only_new_records_and_resumes_at_the_saved_mark(tmp_path):
+    path, history = tmp_path / "steps.jsonl", rows(1, 2)
+    log = StepLog(path)
+    for write in (log.append(history), log.append(history)):  # the second: nothing new
+        write.writer(write.obj, write.path)
+    mark = log.mark()
+    assert mark == {"lines": 2, "bytes": path.stat().st_size}
+    history += rows(3, 4)
+    write = log.append(history)
+    assert write.obj[0] == mark["bytes"] and write.obj[1].count(b"\n") == 2
+    write.writer(write.obj, write.path)  # written, but killed before its state.pt
+
+    resumed, got = StepLog.resume(path, mark)  # the state.pt of the save before
+    assert got == history[:2] and resumed.mark() == mark
+    again = resumed.append(rows(1, 2, 3))  # the resumed run logs step 3 again, once
+    again.writer(again.obj, again.path)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == rows(1, 2, 3)
+
+
+def test_step_log_shorter_than_its_state_is_one_line(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    log = StepLog(path)
+    write = log.append(rows(1, 2))
+    write.writer(write.obj, write.path)
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(OmamaError, match=r"steps\.jsonl: does not hold the 2 loss records"):
+        StepLog.resume(path, log.mark())
+    with pytest.raises(OmamaError, match=r"shorter than the \d+ bytes state.pt counts"):
+        more = log.append(rows(1, 2, 3))
+        more.writer(more.obj, more.path)
+    path.unlink()
+    with pytest.raises(OmamaError, match="cannot read the run's loss log"):
+        StepLog.resume(path, log.mark())

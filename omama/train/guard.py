@@ -25,7 +25,7 @@ from omama.cache.samples import SampleTable
 from omama.errors import OmamaError, bad_file
 
 # Every file a run writes: any of them means a run lives in the folder.
-RUN_FILES = ("state.pt", "log.json", "last.pt", "best.pt", "init.pt", "curves.png")
+RUN_FILES = ("state.pt", "log.json", "last.pt", "best.pt", "init.pt", "curves.png", "steps.jsonl")
 
 
 def check_run_folder(out: Path, resume: bool) -> None:
@@ -39,8 +39,9 @@ def check_run_folder(out: Path, resume: bool) -> None:
             f"a run already lives here ({', '.join(found)}); pass --resume to continue it, "
             "or use another --out",
         )
-    # a run killed before its first save leaves init.pt alone: --resume starts it afresh
-    written = [name for name in found if name not in ("state.pt", "init.pt")]
+    # a run killed before its first save leaves init.pt (and the loss lines of that save,
+    # written before its state.pt) alone: --resume starts it afresh
+    written = [name for name in found if name not in ("state.pt", "init.pt", "steps.jsonl")]
     if resume and "state.pt" not in found and written:
         raise bad_file(
             out / "state.pt",

@@ -35,6 +35,7 @@ from omama.train import ddp, guard
 from omama.train.curves import plot_curves
 from omama.train.options import RUN_DEFINING, TrainConfig, jsonable
 from omama.train.saver import BackgroundSaver, Write
+from omama.train.steplog import STEPS_FILE, StepLog
 from omama.train.step import TrainStep, build_optimizer, train_loader
 
 __all__ = ["TrainConfig", "run_train", "state_writes"]  # TrainConfig: from train/options.py
@@ -55,14 +56,17 @@ def _train(cfg: TrainConfig, env: dist.DistEnv | None) -> dict:
     run = Training(cfg, env)  # data, model, optimiser and schedule of a fresh run
     run.resume()  # --resume: state.pt's weights, counters and history, its identity checked
     run.begin()  # init.pt, the sample order, loader, step, and validation's reader and GT
-    # state.pt, log.json, curves and last/best.pt are written by one thread behind the steps,
-    # in order; leaving the block (also by an exception) waits for the last of them
+    # steps.jsonl, state.pt, log.json, curves and last/best.pt are written by one thread
+    # behind the steps, in order; leaving the block (also by an exception) waits for the last
     with BackgroundSaver() as run.saver:
         while run.epoch < cfg.epochs:
             run.one_epoch()
             record = run.validate_and_keep_best()
             run.history["epochs"].append(record)
-            run.save_state(Write(plot_curves, run.history, run.out / "curves.png"))
+            run.save_state(
+                Write(functools.partial(write_json, indent=1), run.history, run.out / "log.json"),
+                Write(plot_curves, run.history, run.out / "curves.png"),
+            )
         run.finish()
     return run.history
 
@@ -98,6 +102,7 @@ class Training:
             self.model, cfg.lr, cfg.weight_decay, cfg.min_lr, self.total
         )
         self.history: dict = {"config": jsonable(cfg), "steps": [], "epochs": []}
+        self.steplog = StepLog(self.out / STEPS_FILE)  # the steps' records, appended at saves
         self.epoch, self.step, self.best_iou = 0, 0, -1.0
         self.carried = None  # the running loss sum and count of a log period a resume lands in
         self.running = torch.zeros((), device=device)  # the log period's loss sum, on device
@@ -120,6 +125,10 @@ class Training:
         self.schedule.load_state_dict(state["schedule"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.best_iou, self.history = state["best_iou"], state["history"]
+        if "steps_log" in state:  # else an older state.pt holding them: the next save appends all
+            self.steplog, self.history["steps"] = StepLog.resume(
+                self.steplog.path, state["steps_log"]
+            )
         torch.set_rng_state(state["torch_rng"])
         self.saved_at = [self.step] if self.step else []
         log.info("resumed from %s at epoch %d, step %d", state_path, self.epoch, self.step)
@@ -308,7 +317,8 @@ class Training:
         raise guard.nonfinite_error(self.out, bad, e + 1, source, last)
 
     def save_state(self, *more: Write) -> None:
-        """state.pt and log.json (and `more`) to the saver, after the non-finite check."""
+        """The new loss records and state.pt (and `more`) to the saver, after the non-finite
+        check."""
         self.stop_if_nonfinite()
         # the log period's running loss, summed over the ranks: a resume continues its mean
         partial = self.running.detach().clone()
@@ -324,6 +334,7 @@ class Training:
                 self.step,
                 self.best_iou,
                 self.history,
+                self.steplog,
                 extra,
             )
             self.saver.save(*writes, *more)
@@ -345,11 +356,14 @@ def state_writes(
     step: int,
     best_iou: float,
     history: dict,
+    steplog: StepLog,
     extra: dict | None = None,
 ) -> tuple[Write, Write]:
-    """What `--resume` needs (OUT/state.pt: model, optimiser, schedule, RNG, counters, the
-    history and `extra`: the data identity and the running loss of the log period) and
-    OUT/log.json, as writes for a `BackgroundSaver`."""
+    """What `--resume` needs, as writes for a `BackgroundSaver`: the loss records logged
+    since the last save appended to OUT/steps.jsonl, then OUT/state.pt (model, optimiser,
+    schedule, RNG, counters, the history but its steps, how much of steps.jsonl holds them,
+    and `extra`: the data identity and the running loss of the log period)."""
+    appended = steplog.append(history["steps"])
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -357,14 +371,12 @@ def state_writes(
         "epoch": epoch,
         "step": step,
         "best_iou": best_iou,
-        "history": history,
+        "history": {key: value for key, value in history.items() if key != "steps"},
+        "steps_log": steplog.mark(),
         "torch_rng": torch.get_rng_state(),
         **(extra or {}),
     }
-    return (
-        Write(write_torch, state, out / "state.pt"),
-        Write(functools.partial(write_json, indent=1), history, out / "log.json"),
-    )
+    return appended, Write(write_torch, state, out / "state.pt")
 
 
 def _load_state(path: Path) -> dict:

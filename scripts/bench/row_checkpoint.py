@@ -1,5 +1,6 @@
 """Row 11: the trainer's step time around a checkpoint save. What omama-train writes every
-`--save-every` steps (state.pt: model, AdamW state, schedule, RNG, history; and log.json),
+`--save-every` steps (the loss records logged since the last save appended to steps.jsonl, a
+long run's worth there already; state.pt: model, AdamW state, schedule, RNG, history),
 saved by the background saver, against the same save written inside the step (as the trainer
 did before) and against no save at all (the floor).
 
@@ -25,10 +26,11 @@ from omama.loader.train_samples import TrainSamples
 from omama.matcher.checkpoint import build_matcher
 from omama.train.loop import state_writes
 from omama.train.saver import BackgroundSaver
+from omama.train.steplog import STEPS_FILE, StepLog
 from omama.train.step import TrainStep, build_optimizer, train_loader
 
 MEMORY_BATCHES = 4  # distinct batches the steps cycle through
-LOGGED_STEPS = 2000  # history rows in the state: a long run's log.json, saved every time
+LOGGED_STEPS = 2000  # loss records of the run so far: a long run's steps.jsonl
 TARGET = 1.1
 
 
@@ -57,6 +59,7 @@ def run(ctx: Ctx) -> list[Row]:
     out = ctx.out / "checkpoint_row"
     shutil.rmtree(out, ignore_errors=True)
     n_step = [0]
+    steplog = StepLog(out / STEPS_FILE)
     save_s: dict[str, list[float]] = {"sync": [], "background": []}
 
     def steps() -> None:
@@ -69,7 +72,10 @@ def run(ctx: Ctx) -> list[Row]:
         ctx.sync()
         t0 = time.perf_counter()
         if saver is not None:
-            writes = state_writes(out, model, optimizer, schedule, 0, n_step[0], -1.0, history)
+            history["steps"].append({"step": n_step[0], "epoch": 0, "loss": 0.5, "lr": TRAIN.lr})
+            writes = state_writes(
+                out, model, optimizer, schedule, 0, n_step[0], -1.0, history, steplog
+            )
             saver.save(*writes)
             save_s[kind].append(time.perf_counter() - t0)
         steps()
@@ -103,7 +109,7 @@ def run(ctx: Ctx) -> list[Row]:
         Row(
             row="11",
             what=f"training step around a checkpoint save (state.pt {state_mb:.0f} MB + "
-            f"log.json, every {k} steps), batch {b}, N={TRAIN.n_masks}, {dev.type}: "
+            f"steps.jsonl, every {k} steps), batch {b}, N={TRAIN.n_masks}, {dev.type}: "
             "background saver vs no save",
             project=f"{fmt_ms(med['background'])} per step (background)",
             baseline=f"{fmt_ms(med['floor'])} per step (no save); "
