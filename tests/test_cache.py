@@ -4,6 +4,7 @@ import json
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -11,6 +12,7 @@ from omama.cache.manifest import Manifest, cache_lock, check_settings, load_mani
 from omama.cache.reader import Cache
 from omama.cache.records import CandidateRecord, ImageRecord
 from omama.cache.shards import ShardReader
+from omama.cache.toc import Toc, toc_problems
 from omama.cache.verify import verify_cache
 from omama.cache.writer import ShardWriter
 from omama.errors import OmamaError
@@ -77,6 +79,72 @@ def test_shards_roll_publish_and_read_back(tmp_path):
         np.testing.assert_array_equal(cache.rows(rec, "desc", [1, 3]), cand.desc[[1, 3]])
         assert cache.cand_rle("exo2ego", key, 2) == json.loads(cand.rle[2])
         assert cache.grid(key) == (3, 4)
+
+
+def _shard_with_records(folder: Path, n: int = 4) -> tuple[Manifest, dict]:
+    rng = np.random.default_rng(1)
+    manifest = Manifest(settings={"a": 1})
+    writer = ShardWriter(folder, "exo2ego-train", lister(manifest, folder), max_records=2 * n)
+    recs = {
+        f"t/cam01/{i}": (image_record(rng, k=i % 3), cand_record(rng, n=i + 1)) for i in range(n)
+    }
+    for key, (img, cand) in recs.items():
+        writer.add_image(key, img)
+        writer.add_candidates("exo2ego", key, cand)
+    writer.close_shard()
+    return manifest, recs
+
+
+def test_every_record_of_a_shard_is_in_its_table_of_contents(tmp_path):
+    """Each row of `toc` points at the dataset's own bytes: read straight from the file at the
+    row's offset with its shape and dtype, they equal what h5py reads."""
+    manifest, recs = _shard_with_records(tmp_path)
+    (shard,) = manifest.shards
+    path = tmp_path / "shards" / shard
+    with h5py.File(path, "r") as f:
+        toc = Toc.load(f)
+        records = [f"img/{k}" for k in recs] + [f"cand/exo2ego/{k}" for k in recs]
+        assert sorted(p.decode() for p in set(toc.paths)) == sorted(records)
+        assert toc_problems(f) == []
+        for rec in records:
+            fields = toc.fields(rec)
+            assert set(fields) == set(f[rec])
+            for name, ext in fields.items():
+                ds = f[rec][name]
+                if ext is None:  # strings and empty datasets: HDF5 reads them
+                    assert h5py.check_string_dtype(ds.dtype) or ds.size == 0, (rec, name)
+                    continue
+                raw = np.fromfile(path, ext.dtype, int(np.prod(ext.shape)), offset=ext.offset)
+                np.testing.assert_array_equal(raw.reshape(ext.shape), ds[()])
+        assert toc.fields("img/t/cam01/9") is None and toc.fields("img/t/cam01/") is None
+
+
+def test_a_shard_without_a_table_of_contents_reads_the_same(tmp_path):
+    manifest, recs = _shard_with_records(tmp_path)
+    (shard,) = manifest.shards
+    with h5py.File(tmp_path / "shards" / shard, "r+") as f:  # as written before the table
+        del f["toc"]
+    cache = Cache(tmp_path)
+    assert cache.shards.toc(shard) is None
+    for key, (img, cand) in recs.items():
+        np.testing.assert_array_equal(cache.tokens(key), img.tokens)
+        if img.obj_names:
+            np.testing.assert_array_equal(cache.obj_desc(key, 0), img.obj_desc[0])
+        rec = cache.cands("exo2ego", key)
+        np.testing.assert_array_equal(cache.rows(rec, "desc", [0]), cand.desc[[0]])
+        assert cache.cand_rle("exo2ego", key, 0) == json.loads(cand.rle[0])
+
+
+def test_verify_names_a_table_of_contents_that_disagrees_with_its_shard(tmp_path):
+    manifest, recs = _shard_with_records(tmp_path)
+    (shard,) = manifest.shards
+    with h5py.File(tmp_path / "shards" / shard, "r+") as f:
+        table = f["toc"][()]
+        row = int(np.flatnonzero(table["field"] == b"tokens")[0])
+        table[row]["offset"] += 2
+        f["toc"][...] = table
+        problems = toc_problems(f)
+    assert problems == [f"toc disagrees with the datasets of {table[row]['path'].decode()}"]
 
 
 def _fds() -> int:

@@ -167,8 +167,11 @@ class Records:
         if rec is not None:
             self._memo.move_to_end(path)
             return rec
-        group = self._group(shard, path)
-        fields = {name: extent(ds) for name, ds in group.items() if isinstance(ds, h5py.Dataset)}
+        toc = self.shards.toc(shard)
+        fields = toc.fields(path) if toc is not None else None
+        if fields is None:  # a shard written without a table of contents
+            group = self._group(shard, path)
+            fields = {n: extent(ds) for n, ds in group.items() if isinstance(ds, h5py.Dataset)}
         rec = Record(shard, path, fields)
         self._memo[path] = rec
         if len(self._memo) > _MEMO_RECORDS:

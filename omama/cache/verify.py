@@ -2,8 +2,9 @@
 
 A cache lives for months on shared storage and is copied between machines; `verify_cache`
 re-reads everything the manifest promises, shard by shard over worker processes (sha256 of
-each shard, shapes and dtypes of each record, sample rows pointing at cached objects) and
-returns the problems as one-line `"<file>: <problem>"` strings instead of stopping at the first one.
+each shard, shapes and dtypes of each record, its table of contents against the records,
+sample rows pointing at cached objects) and returns the problems as one-line
+`"<file>: <problem>"` strings instead of stopping at the first one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from omama.cache import schema
 from omama.cache.manifest import Manifest, load_manifest
 from omama.cache.paths import bad_report_path, manifest_path, samples_path, shards_dir
 from omama.cache.samples import SampleTable, load_samples
+from omama.cache.toc import toc_problems
 from omama.config import default_workers
 from omama.errors import OmamaError
 from omama.files import file_sha256, read_json
@@ -242,6 +244,7 @@ def _check_shard(shard_dir: Path, backbone: Backbone, w: _ShardWork) -> _ShardRe
                 continue
             problems, out.n_objects[key] = image_problems(g, backbone)
             out.problems += [f"{path}: img/{key}: {p}" for p in problems]
+        out.problems += [f"{path}: {p}" for p in toc_problems(f)]
     return out
 
 

@@ -4,7 +4,8 @@ A shard is filled as `shards/{prefix}-NNNNN.h5.tmp` (NNNNN counting on from the 
 number the folder holds), then fsynced, renamed into place and
 handed to the caller, which lists it in the manifest; a killed run leaves only a `.tmp` file,
 removed by the next writer of the same prefix. Datasets are created from `omama.cache.schema`,
-contiguous and uncompressed, so a training read of a few rows touches only those bytes.
+contiguous and uncompressed, so a training read of a few rows touches only those bytes; the
+shard's last dataset is its table of contents (`omama.cache.toc`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from omama.backbones import DEFAULT_BACKBONE, Backbone
 from omama.cache import schema
 from omama.cache.paths import shards_dir
 from omama.cache.records import CandidateRecord, ImageRecord
+from omama.cache.toc import write_toc
 from omama.errors import bad_file
 from omama.files import file_sha256
 
@@ -128,11 +130,14 @@ class ShardWriter:
             self.close_shard()
 
     def close_shard(self) -> None:
-        """Flush, fsync and rename the open shard, then let the caller list it in the manifest."""
+        """Write the table of contents, flush, fsync and rename the open shard, then let the
+        caller list it in the manifest."""
         if self._file is None:
             return
         final = self.dir / self._name
         with self._writing():
+            paths = [f"img/{key}" for key in self._images]
+            write_toc(self._file, paths + [f"cand/{d}/{key}" for d, key in self._cands])
             self._file.close()
             tmp = self.dir / (self._name + ".tmp")
             with open(tmp, "rb+") as fh:
