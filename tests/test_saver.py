@@ -20,8 +20,8 @@ from omama.matcher.checkpoint import build_matcher, matcher_weights, save_matche
 from omama.matcher.model import OMaMaMatcher
 from omama.train import loop
 from omama.train.saver import BackgroundSaver, Write, snapshot
-from omama.train.steplog import StepLog
 from omama.train.step import build_optimizer
+from omama.train.steplog import StepLog
 
 
 def saved_bytes(obj) -> bytes:

@@ -5,8 +5,8 @@ Found through HDF5 they cost a group and one dataset open per field: about 0.8 m
 paid again whenever a record falls out of the reader's memo, which at real size (1,400
 shards read at random) is nearly every read: most of a training loader's time. So the
 writer stores, as the shard's last dataset `toc`, one row per (record, field): the record's
-path, the field's name, dtype, offset and shape, computed by `extent` from the shard it is
-closing; a reader loads it once per open shard and finds a record's rows by binary search.
+path, the field's name, dtype, offset and shape, computed by `extent` from each dataset as
+it is created; a reader loads it once per open shard and finds a record's rows by binary search.
 
 A field only HDF5 can read (strings) has offset -1. A shard without a `toc` (written before
 it existed) is read through HDF5 as before; `verify` checks that every row agrees with HDF5.
@@ -36,18 +36,22 @@ def _dtype(path_len: int, name_len: int) -> np.dtype:
     )
 
 
-def _rows(f: h5py.File, path: str) -> list[tuple[str, str, Extent | None]]:
-    group = f[path]
-    return [
-        (path, name, extent(ds) if len(ds.shape) <= MAX_DIMS else None)
-        for name, ds in group.items()
-        if isinstance(ds, h5py.Dataset)
-    ]
+Row = tuple[str, str, Extent | None]  # record path, field name, extent
 
 
-def write_toc(f: h5py.File, paths: list[str]) -> None:
-    """Store the table of the records `paths` of the open shard `f`, sorted by path."""
-    rows = sorted(row for path in paths for row in _rows(f, path))
+def toc_row(path: str, name: str, ds: h5py.Dataset) -> Row:
+    """The table's row of dataset `name` of record `path`."""
+    return path, name, extent(ds) if len(ds.shape) <= MAX_DIMS else None
+
+
+def _record_rows(f: h5py.File, path: str) -> list[Row]:
+    items = f[path].items()
+    return [toc_row(path, name, ds) for name, ds in items if isinstance(ds, h5py.Dataset)]
+
+
+def write_toc(f: h5py.File, rows: list[Row]) -> None:
+    """Store the table of the open shard `f`, its `rows` sorted by path."""
+    rows = sorted(rows, key=lambda row: row[:2])
     width = max((len(p.encode()) for p, _, _ in rows), default=1)
     name_width = max((len(n.encode()) for _, n, _ in rows), default=1)
     table = np.zeros(len(rows), _dtype(width, name_width))
@@ -107,6 +111,6 @@ def toc_problems(f: h5py.File) -> list[str]:
     for path in sorted({p.decode() for p in toc.paths}):
         if not isinstance(f.get(path), h5py.Group):
             problems.append(f"{NAME} lists {path}, which the shard does not hold")
-        elif toc.fields(path) != {name: ext for _, name, ext in _rows(f, path)}:
+        elif toc.fields(path) != {name: ext for _, name, ext in _record_rows(f, path)}:
             problems.append(f"{NAME} disagrees with the datasets of {path}")
     return problems

@@ -24,7 +24,7 @@ from omama.backbones import DEFAULT_BACKBONE, Backbone
 from omama.cache import schema
 from omama.cache.paths import shards_dir
 from omama.cache.records import CandidateRecord, ImageRecord
-from omama.cache.toc import write_toc
+from omama.cache.toc import Row, toc_row, write_toc
 from omama.errors import bad_file
 from omama.files import file_sha256
 
@@ -71,6 +71,7 @@ class ShardWriter:
         self._name = ""
         self._images: list[str] = []
         self._cands: list[tuple[str, str]] = []
+        self._toc: list[Row] = []
         self._bytes = 0
         for stale in self.dir.glob(f"{prefix}-*.h5.tmp"):
             log.info("removing unfinished shard %s from a killed run", stale.name)
@@ -103,7 +104,8 @@ class ShardWriter:
         g = self._open().create_group(path)
         for field in fields:
             args = _dataset_args(field, getattr(rec, field.name), self.widths)
-            g.create_dataset(field.name, **args)
+            ds = g.create_dataset(field.name, **args)
+            self._toc.append(toc_row(path, field.name, ds))
             self._bytes += args["data"].nbytes if field.dtype != schema.STR else 0
         return g
 
@@ -136,8 +138,7 @@ class ShardWriter:
             return
         final = self.dir / self._name
         with self._writing():
-            paths = [f"img/{key}" for key in self._images]
-            write_toc(self._file, paths + [f"cand/{d}/{key}" for d, key in self._cands])
+            write_toc(self._file, self._toc)
             self._file.close()
             tmp = self.dir / (self._name + ".tmp")
             with open(tmp, "rb+") as fh:
@@ -151,7 +152,7 @@ class ShardWriter:
             len(self._images),
             len(self._cands),
         )
-        self._file, self._images, self._cands, self._bytes = None, [], [], 0
+        self._file, self._images, self._cands, self._toc, self._bytes = None, [], [], [], 0
 
     def abort(self) -> None:
         """Drop the open shard (its `.tmp` file); published shards stay."""
@@ -161,7 +162,7 @@ class ShardWriter:
             except Exception:  # a failing disk may refuse even the close; the file goes anyway
                 log.debug("closing the unfinished shard failed", exc_info=True)
             (self.dir / (self._name + ".tmp")).unlink(missing_ok=True)
-            self._file = None
+            self._file, self._images, self._cands, self._toc, self._bytes = None, [], [], [], 0
 
 
 def next_shard_number(folder: Path, prefix: str) -> int:

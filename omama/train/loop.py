@@ -35,8 +35,8 @@ from omama.train import ddp, guard
 from omama.train.curves import plot_curves
 from omama.train.options import RUN_DEFINING, TrainConfig, jsonable
 from omama.train.saver import BackgroundSaver, Write
-from omama.train.steplog import STEPS_FILE, StepLog
 from omama.train.step import TrainStep, build_optimizer, train_loader
+from omama.train.steplog import STEPS_FILE, StepLog
 
 __all__ = ["TrainConfig", "run_train", "state_writes"]  # TrainConfig: from train/options.py
 

@@ -26,8 +26,8 @@ from omama.loader.train_samples import TrainSamples
 from omama.matcher.checkpoint import build_matcher
 from omama.train.loop import state_writes
 from omama.train.saver import BackgroundSaver
-from omama.train.steplog import STEPS_FILE, StepLog
 from omama.train.step import TrainStep, build_optimizer, train_loader
+from omama.train.steplog import STEPS_FILE, StepLog
 
 MEMORY_BATCHES = 4  # distinct batches the steps cycle through
 LOGGED_STEPS = 2000  # loss records of the run so far: a long run's steps.jsonl
