@@ -139,12 +139,18 @@ def test_verify_names_a_table_of_contents_that_disagrees_with_its_shard(tmp_path
     manifest, recs = _shard_with_records(tmp_path)
     (shard,) = manifest.shards
     with h5py.File(tmp_path / "shards" / shard, "r+") as f:
-        table = f["toc"][()]
+        table = Toc.load(f).table.copy()
         row = int(np.flatnonzero(table["field"] == b"tokens")[0])
         table[row]["offset"] += 2
-        f["toc"][...] = table
+        raw = f["toc"][()]
+        f["toc"][...] = np.concatenate([raw[:16], np.frombuffer(table.tobytes(), np.uint8)])
         problems = toc_problems(f)
     assert problems == [f"toc disagrees with the datasets of {table[row]['path'].decode()}"]
+    with h5py.File(tmp_path / "shards" / shard, "r+") as f:  # cut short: one line on reading
+        del f["toc"]
+        f["toc"] = raw[:-3]
+    with pytest.raises(OmamaError, match=rf"{shard}: unreadable table of contents"):
+        Cache(tmp_path).tokens(next(iter(recs)))
 
 
 def _fds() -> int:

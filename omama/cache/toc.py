@@ -8,11 +8,16 @@ writer stores, as the shard's last dataset `toc`, one row per (record, field): t
 path, the field's name, dtype, offset and shape, computed by `extent` from each dataset as
 it is created; a reader loads it once per open shard and finds a record's rows by binary search.
 
-A field only HDF5 can read (strings) has offset -1. A shard without a `toc` (written before
+The table is stored as bytes (uint8): two little-endian int64 widths (of the path and the
+field columns), then the rows as a little-endian numpy structured array; read with one
+low-level HDF5 call, it costs about a fifth of a compound dataset's read. A field only HDF5
+can read (strings, empty datasets) has offset -1. A shard without a `toc` (written before
 it existed) is read through HDF5 as before; `verify` checks that every row agrees with HDF5.
 """
 
 from __future__ import annotations
+
+import math
 
 import h5py
 import numpy as np
@@ -64,7 +69,8 @@ def write_toc(f: h5py.File, rows: list[Row]) -> None:
         table[i]["dtype"] = ext.dtype.str.encode()
         table[i]["offset"], table[i]["ndim"] = ext.offset, len(ext.shape)
         table[i]["shape"][: len(ext.shape)] = ext.shape
-    f.create_dataset(NAME, data=table)
+    header = np.array([width, name_width], "<i8").tobytes()
+    f.create_dataset(NAME, data=np.frombuffer(header + table.tobytes(), np.uint8))
 
 
 class Toc:
@@ -78,8 +84,13 @@ class Toc:
     @classmethod
     def load(cls, f: h5py.File) -> Toc | None:
         """The table of the open shard, or None for a shard written without one."""
-        ds = f.get(NAME)
-        return cls(ds[()]) if isinstance(ds, h5py.Dataset) else None
+        if NAME.encode() not in f.id:
+            return None
+        ds = h5py.h5d.open(f.id, NAME.encode())
+        raw = np.empty(ds.shape, np.uint8)
+        ds.read(h5py.h5s.ALL, h5py.h5s.ALL, raw)
+        width, name_width = (int(v) for v in raw[:16].view("<i8"))
+        return cls(raw[16:].view(_dtype(width, name_width)))
 
     def fields(self, path: str) -> dict[str, Extent | None] | None:
         """Each dataset of record `path` and its extent (None: read through HDF5), or None
@@ -90,15 +101,13 @@ class Toc:
         if lo == hi:
             return None
         out: dict[str, Extent | None] = {}
-        for row in self.table[lo:hi]:
-            name = row["field"].decode()
-            if row["offset"] < 0:
-                out[name] = None
+        for _, name, dtype_str, offset, ndim, dims in self.table[lo:hi].tolist():
+            if offset < 0:
+                out[name.decode()] = None
                 continue
-            dtype = np.dtype(row["dtype"].decode())
-            shape = tuple(int(v) for v in row["shape"][: row["ndim"]])
-            row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-            out[name] = Extent(int(row["offset"]), shape, dtype, row_bytes)
+            dtype, shape = np.dtype(dtype_str.decode()), tuple(dims[:ndim])
+            row_bytes = math.prod(shape[1:]) * dtype.itemsize
+            out[name.decode()] = Extent(offset, shape, dtype, row_bytes)
         return out
 
 
