@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from omama.errors import OmamaError
 
@@ -32,11 +34,26 @@ def one_line(exc: OmamaError) -> str:
     return last.split("OmamaError: ", 1)[-1]
 
 
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Leave what exists now (the imported libraries: ~460k objects with torch) out of the
+    cycle collector's passes while the work runs. Each full pass walks every tracked object,
+    and whether a run of N or 4N items makes one pass or several decided that its cost per
+    item was flat or not (BENCHMARKS.md, "Scale"); DataLoader workers forked meanwhile also
+    copy fewer pages. Unfrozen afterwards, so a Python caller's garbage is collected again."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def run_cli(prog: str, main: Callable[[], int | None]) -> int:
     """Run `main`; a user-facing problem becomes `prog: error: <one line>` and exit code 2."""
     setup_logging()
     try:
-        return main() or 0
+        with frozen_heap():
+            return main() or 0
     except OmamaError as exc:
         print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -321,18 +321,28 @@ class Annotations:
 
 def validate_pairs(pairs: list[Pair], annotations: Annotations, path: str | Path) -> None:
     """Fail early (naming the pairs file `path`) on pairs that cannot become samples."""
+    have: set[str] = set()  # takes whose annotation file is there
     for pair in pairs:
-        name = f"pair {pair.take}/{pair.obj}/{pair.src_cam}->{pair.dst_cam}/{pair.frame}"
-        ann_path = annotations.path(pair.take)
-        if not ann_path.is_file():
-            raise bad_file(path, f"{name}: take {pair.take!r} has no annotation file {ann_path}")
-        if not annotations.has_object(pair.take, pair.obj):
-            raise bad_file(
-                path, f"{name}: pair names object {_show(pair.obj)} absent from annotation.json"
-            )
-        if pair.obj not in annotations.objects_at(pair.take, pair.src_cam, pair.frame):
+        if pair.take not in have:
+            ann_path = annotations.path(pair.take)
+            if not ann_path.is_file():
+                raise bad_file(
+                    path, f"{_name(pair)}: take {pair.take!r} has no annotation file {ann_path}"
+                )
+            have.add(pair.take)
+        index = annotations._take(pair.take)
+        if pair.obj not in index.objects:
             raise bad_file(
                 path,
-                f"{name}: source mask absent from annotation.json (camera {pair.src_cam!r}, "
-                f"frame {pair.frame}); a pair needs an annotated source mask",
+                f"{_name(pair)}: pair names object {_show(pair.obj)} absent from annotation.json",
             )
+        if pair.obj not in index.at.get((pair.src_cam, str(pair.frame)), ()):
+            raise bad_file(
+                path,
+                f"{_name(pair)}: source mask absent from annotation.json (camera "
+                f"{pair.src_cam!r}, frame {pair.frame}); a pair needs an annotated source mask",
+            )
+
+
+def _name(pair: Pair) -> str:
+    return f"pair {pair.take}/{pair.obj}/{pair.src_cam}->{pair.dst_cam}/{pair.frame}"

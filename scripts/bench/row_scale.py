@@ -134,8 +134,11 @@ def _size_main(folder: Path, n_takes: int, conn) -> None:
     import torch
 
     torch.set_num_threads(1)
+    from omama.cli.common import frozen_heap
+
     try:
-        conn.send(measure_size(folder, n_takes))
+        with frozen_heap():  # what every omama command does around its work
+            conn.send(measure_size(folder, n_takes))
     except BaseException as exc:  # reported to the parent, which raises it
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
         raise
