@@ -28,6 +28,7 @@ def write_at(chunk: tuple[int, bytes], path: Path) -> None:
     that first drops whatever a save without its state.pt left past `offset`."""
     offset, data = chunk
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             if os.fstat(fd).st_size < offset:

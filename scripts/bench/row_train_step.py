@@ -5,6 +5,7 @@ omama-train runs whenever they fit."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 
@@ -39,6 +40,19 @@ def trainer_step(
         running.add_(train_step(batch))
 
     return step
+
+
+def gather_seconds(ctx: Ctx, store: TokenStore, batch: dict, reps: int = 5) -> float:
+    """Median seconds of the store's gather of one batch's tokens (what the step adds)."""
+    batch = {k: v.to(store.tokens["src"].device) for k, v in batch.items()}
+    times = []
+    for _ in range(reps + 1):
+        ctx.sync()
+        t0 = time.perf_counter()
+        store.gather(batch)
+        ctx.sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
 
 
 def run(ctx: Ctx) -> list[Row]:
@@ -88,6 +102,7 @@ def run(ctx: Ctx) -> list[Row]:
     mem_a, cpu_a = in_memory(max(2, count // 2))
     loaded, cpu_loaded = from_cache()
     from_store, cpu_store = from_cache(stored, store_step)
+    gather = gather_seconds(ctx, store, next(iter(loader(0, stored))))
     mem_b, cpu_b = in_memory(max(2, count // 2))
     mem = (mem_a + mem_b) / 2
     ratio = mem / loaded
@@ -133,7 +148,9 @@ def run(ctx: Ctx) -> list[Row]:
             command=ctx.command("3"),
             note=f"same timing as row 3, in the same run; token store "
             f"{TokenStore.bytes_needed(stored.cache, stored.samples) / 2**20:.0f} MiB; CPU "
-            f"seconds per step {cpu_store:.2f}",
-            details={"step_s_store": from_store, "cpu_s_store": cpu_store},
+            f"seconds per step {cpu_store:.2f}; the store's gather of a batch's tokens, done "
+            f"by the step where row 3's worker copies them: {fmt_ms(gather)} "
+            f"({gather / mem:.0%} of the in-memory step)",
+            details={"step_s_store": from_store, "cpu_s_store": cpu_store, "gather_s": gather},
         ),
     ]
