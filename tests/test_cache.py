@@ -114,6 +114,7 @@ def test_every_record_of_a_shard_is_in_its_table_of_contents(tmp_path):
                 if ext is None:  # strings and empty datasets: HDF5 reads them
                     assert h5py.check_string_dtype(ds.dtype) or ds.size == 0, (rec, name)
                     continue
+                assert all(type(v) is int for v in (ext.offset, ext.row_bytes, *ext.shape))
                 raw = np.fromfile(path, ext.dtype, int(np.prod(ext.shape)), offset=ext.offset)
                 np.testing.assert_array_equal(raw.reshape(ext.shape), ds[()])
         assert toc.fields("img/t/cam01/9") is None and toc.fields("img/t/cam01/") is None

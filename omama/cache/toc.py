@@ -105,7 +105,7 @@ class Toc:
             if offset < 0:
                 out[name.decode()] = None
                 continue
-            dtype, shape = np.dtype(dtype_str.decode()), tuple(dims[:ndim])
+            dtype, shape = np.dtype(dtype_str.decode()), tuple(dims[:ndim].tolist())
             row_bytes = math.prod(shape[1:]) * dtype.itemsize
             out[name.decode()] = Extent(offset, shape, dtype, row_bytes)
         return out
