@@ -37,10 +37,10 @@ def one_line(exc: OmamaError) -> str:
 @contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
     """Leave what exists now (the imported libraries: ~460k objects with torch) out of the
-    cycle collector's passes while the work runs. Each full pass walks every tracked object,
-    and whether a run of N or 4N items makes one pass or several decided that its cost per
-    item was flat or not (BENCHMARKS.md, "Scale"); DataLoader workers forked meanwhile also
-    copy fewer pages. Unfrozen afterwards, so a Python caller's garbage is collected again."""
+    cycle collector's passes while the work runs. Each full pass walks every tracked object:
+    with them in, parts of precompute cost 2-4x more per image at 4N items than at N, and
+    were flat with them out (BENCHMARKS.md, "Scale"). Unfrozen afterwards, so a Python
+    caller's garbage is collected again."""
     gc.freeze()
     try:
         yield

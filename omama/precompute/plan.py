@@ -61,9 +61,9 @@ def make_plan(cfg: PrecomputeConfig, ann: Annotations) -> SplitPlan:
 
     Planning makes a few small objects per pair (the parsed JSON, `Pair`s, `Sample`s) and
     keeps most of them until the table is built; Python's cycle collector, paused meanwhile,
-    would otherwise walk all of them again and again (measured: 28 -> 35 us a pair from 9,600
-    to 38,400 pairs with it, 24 -> 23 without). Planning makes no reference cycles, so
-    reference counting frees what it drops as before."""
+    would otherwise walk all of them again and again, and the cost per pair grew with the
+    split (BENCHMARKS.md, "Scale"). Planning makes no reference cycles, so reference
+    counting frees what it drops as before."""
     paused = gc.isenabled()
     gc.disable()
     try:
