@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -21,10 +22,12 @@ from omama.cache.manifest import load_manifest
 from omama.cache.paths import samples_path
 from omama.cache.reader import Cache
 from omama.cache.samples import SampleTable, read_samples, write_samples
+from omama.cache.shards import ShardReader
 from omama.cli import eval as eval_cli
 from omama.cli import gt as gt_cli
 from omama.cli import precompute as precompute_cli
 from omama.cli import train as train_cli
+from omama.errors import OmamaError, bad_file
 from omama.matcher.checkpoint import save_matcher_state
 from omama.matcher.model import OMaMaMatcher
 from omama.rle import encode
@@ -272,6 +275,41 @@ def test_samples_row_out_of_range(row, cache_dir, checkpoint, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ non-finite training
+
+
+def test_a_read_failing_in_a_loader_worker_is_one_line(cache_dir, tmp_path, capsys, monkeypatch):
+    """A shard that cannot be read in a DataLoader worker (here: opening any shard fails in
+    every process but this one, so only the forked worker meets it) ends the run with that
+    worker's one line, not the traceback the DataLoader wraps around it."""
+    parent, plain = os.getpid(), ShardReader._open
+
+    def failing(self, shard):
+        if os.getpid() != parent:
+            raise bad_file(self.dir / shard, "cannot open cache shard (injected)")
+        return plain(self, shard)
+
+    monkeypatch.setattr(ShardReader, "_open", failing)
+    argv = ["--cache", cache_dir, "--out", tmp_path / "run", "--epochs", 1, "--batch-size", 4]
+    argv += ["--n-masks", 4, "--val-split", "none", "--token-store-gb", 0]
+    argv += ["--device", "cpu", "--workers", 1]
+    line = refused(
+        capsys, train_cli.main, argv, "omama-train", ": cannot open cache shard (injected)"
+    )
+    assert line.startswith(f"omama-train: error: {cache_dir / 'shards'}/"), line
+
+
+def test_a_shard_cut_short_under_a_reader_is_one_line(cache_dir, tmp_path):
+    """A shard truncated after a reader opened it (a copy still in progress, a full disk)
+    gives a short read: one line naming the shard and the field, never wrong bytes."""
+    cache_path = Path(shutil.copytree(cache_dir, tmp_path / "cache"))
+    cache = Cache(cache_path)
+    key, shard = sorted(load_manifest(cache_path).images.items())[0]
+    cache.tokens(key)  # the shard is open and the record known
+    os.truncate(cache_path / "shards" / shard, 4096)
+    with pytest.raises(OmamaError) as err:
+        cache.tokens(key)
+    want = f"{cache_path / 'shards' / shard}: reading img/{key}/tokens failed (short read at byte"
+    assert str(err.value).startswith(want), err.value
 
 
 def test_nan_tokens_stop_training_naming_the_record(cache_dir, tmp_path, capsys):

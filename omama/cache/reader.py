@@ -189,6 +189,12 @@ class Records:
             raise bad_file(self.shards.dir / rec.shard, f"record {rec.path} has no {name}")
         return self._group(rec.shard, rec.path)[name]
 
+    def _read_failed(self, rec: Record, name: str, exc: OSError) -> OmamaError:
+        """A failed positional read (a shard cut short or replaced under a running reader, a
+        disk error) as one line naming the shard and the field."""
+        why = exc.strerror or str(exc)
+        return bad_file(self.shards.dir / rec.shard, f"reading {rec.path}/{name} failed ({why})")
+
     def _fd(self, rec: Record) -> int:
         return self.shards.file(rec.shard).id.get_vfd_handle()
 
@@ -218,7 +224,10 @@ class Records:
             return out
         if out is None:
             out = np.empty(ext.shape, ext.dtype)
-        read_at(self._fd(rec), out, ext.offset)
+        try:
+            read_at(self._fd(rec), out, ext.offset)
+        except OSError as exc:
+            raise self._read_failed(rec, name, exc) from None
         return out
 
     def rows(self, rec: Record, name: str, rows: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -233,7 +242,10 @@ class Records:
             out = self._dataset(rec, name)[uniq]
         else:
             out = np.empty((len(uniq), *ext.shape[1:]), ext.dtype)
-            read_rows_at(self._fd(rec), ext, uniq, out)
+            try:
+                read_rows_at(self._fd(rec), ext, uniq, out)
+            except OSError as exc:
+                raise self._read_failed(rec, name, exc) from None
         in_order = len(uniq) == len(rows) and bool((inverse == np.arange(len(rows))).all())
         return out if in_order else out[inverse]
 
