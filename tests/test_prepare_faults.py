@@ -20,7 +20,9 @@ import pytest
 from test_prepare import SMALL, load
 
 from omama.cli import prepare as prepare_cli
+from omama.prepare import run as prepare_run
 from omama.prepare.download import relations_path, video_path
+from omama.prepare.video import VideoError
 from omama.synth.download import write_video
 
 
@@ -238,6 +240,35 @@ def test_each_bad_input_is_one_line_or_skipped_and_listed(case, download, tmp_pa
     else:
         r = report[0]
         assert r["frame"] not in masks[r["object"]][r["camera"]]
+
+
+def test_an_ego_video_failing_while_read_drops_its_take(download, tmp_path, capsys, monkeypatch):
+    """A video that probes well but fails while its frames are read is the camera's loss for
+    an exo camera; for the ego camera it is the take's, as at planning: with --skip-bad the
+    take is not published and gives no pairs."""
+    dl = Path(shutil.copytree(download, tmp_path / "dl"))
+    take, entry = first_take(dl)
+    ego, plain = video_path(dl, entry["take_name"], "aria01"), prepare_run.extract
+
+    def failing(path, *args, **kwargs):
+        if path == ego:
+            raise VideoError("video ends after 3 frames, before frame 30", 30)
+        return plain(path, *args, **kwargs)
+
+    monkeypatch.setattr(prepare_run, "extract", failing)
+    args = ["--download", str(dl), "--split", "test", "--workers", "1"]
+    args += ["--min-height", str(SMALL), "--out", str(tmp_path / "root")]
+    assert prepare_cli.main(args) == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"take {take}" in line and "video ends after 3 frames" in line, line
+    assert prepare_cli.main([*args, "--skip-bad"]) == 0
+    root = tmp_path / "root"
+    report = load(root / "reports" / "prepare_bad_test.json")["problems"]
+    assert [(r["skipped"], r["camera"]) for r in report] == [("take", "aria01")]
+    assert not (root / "processed" / take / "annotation.json").exists()
+    assert take not in load(root / "processed" / "split.json")["test"]
+    pairs = load(root / "dataset_jsons" / "test_exoego_pairs.json")
+    assert all(take not in p[0] for p in pairs)
 
 
 def test_bad_split_file_and_relations_are_one_line(download, tmp_path, capsys):

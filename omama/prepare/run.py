@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omama.config import default_workers, opt, require
-from omama.constants import SPLITS
+from omama.constants import SPLITS, is_ego
 from omama.errors import OmamaError, bad_file
 from omama.files import atomic_path, read_json, write_json
-from omama.prepare.annotation import CAMERA, SETTINGS, Problem, take_pairs, without_cameras
+from omama.prepare.annotation import CAMERA, SETTINGS, TAKE, Problem, take_pairs, without_cameras
 from omama.prepare.download import FULL_HEIGHT, read_relations, relations_path, takes_json_path
 from omama.prepare.plan import (
     PlanContext,
@@ -294,7 +294,8 @@ def _collect(
     problems: list[Problem],
     processed: Path,
 ) -> int:
-    """Take each camera's result; publish a take when its last camera is in."""
+    """Take each camera's result; publish a take when its last camera is in (never a take
+    whose ego video failed: as at planning, that costs the take, not a camera)."""
     written = 0
     for task, n, what, frame in results:
         plan = by_take[task.take]
@@ -303,7 +304,7 @@ def _collect(
                 str(task.video),
                 task.take,
                 what,
-                CAMERA,
+                TAKE if is_ego(task.cam) else CAMERA,
                 task.cam,
                 frame=None if frame is None else str(frame),
             )
@@ -312,7 +313,7 @@ def _collect(
             problems.append(p)
         written += n
         left[task.take] -= 1
-        if left[task.take] == 0:
+        if left[task.take] == 0 and not plan.bad_take:
             _publish(plan, processed)
             log.info("take %s published", task.take)
     return written
