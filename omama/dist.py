@@ -209,7 +209,7 @@ def session(
         kw: dict[str, Any] = {}
         if backend == "nccl":  # NCCL wants this rank's device, set and named, before a call
             kw["device_id"] = device_for(env, device)
-        if "RANK" not in os.environ:  # OMAMA_DIST=1 alone: a one-rank group, no rendezvous
+        if env.world == 1:  # OMAMA_DIST=1 without a launcher: a one-rank group, no rendezvous
             kw.update(store=td.HashStore(), rank=0, world_size=1)
         td.init_process_group(backend=backend, timeout=timeout, **kw)
         log.info("rank %d of %d joined the %s process group", env.rank, env.world, backend)

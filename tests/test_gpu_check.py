@@ -8,14 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the real check runs")
 def test_the_gpu_check_rehearses_on_the_cpu(tmp_path):
-    if torch.cuda.is_available():  # the real check runs on a GPU machine, not in the suite
-        return
     env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_SITE": str(tmp_path / "site")}
     env["WHEELHOUSE"] = str(tmp_path / "no_wheels")  # everything is installed here
     out = tmp_path / "out"

@@ -78,8 +78,6 @@ def check_paths(cfg: PrecomputeConfig) -> None:
     preflight.input_file(cfg.pairs, "pairs", "pair file")
     preflight.input_dir(cfg.masks_dir, "masks_dir", "candidate masks folder")
     if not cfg.dry_run:
-        if Path(cfg.cache).exists() and not Path(cfg.cache).is_dir():
-            raise OmamaError(f"{cfg.cache}: cannot write the cache folder (Not a directory)")
         preflight.writable(cfg.cache, "cache", folder=True)
     preflight.distinct({"root": cfg.root}, {"cache": cfg.cache})
 

@@ -314,6 +314,10 @@ class Annotations:
             raise bad_file(self.path(take), f"object {_show(obj)} absent from annotation.json")
         return self.masks(take)[obj].get(cam, {}).get(str(frame))
 
+    def annotated(self, take: str, obj: str, cam: str, frame: str | int) -> bool:
+        """Whether the object has a mask in that image."""
+        return obj in self._take(take).at.get((cam, str(frame)), ())
+
     def objects_at(self, take: str, cam: str, frame: str | int) -> list[str]:
         """Sorted names of the objects annotated in one image."""
         return list(self._take(take).at.get((cam, str(frame)), ()))
@@ -330,13 +334,12 @@ def validate_pairs(pairs: list[Pair], annotations: Annotations, path: str | Path
                     path, f"{_name(pair)}: take {pair.take!r} has no annotation file {ann_path}"
                 )
             have.add(pair.take)
-        index = annotations._take(pair.take)
-        if pair.obj not in index.objects:
+        if not annotations.has_object(pair.take, pair.obj):
             raise bad_file(
                 path,
                 f"{_name(pair)}: pair names object {_show(pair.obj)} absent from annotation.json",
             )
-        if pair.obj not in index.at.get((pair.src_cam, str(pair.frame)), ()):
+        if not annotations.annotated(pair.take, pair.obj, pair.src_cam, pair.frame):
             raise bad_file(
                 path,
                 f"{_name(pair)}: source mask absent from annotation.json (camera "

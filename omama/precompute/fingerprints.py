@@ -39,8 +39,6 @@ from omama.files import write_json
 
 log = logging.getLogger(__name__)
 
-STALE_CHOICES = ("stop", "recompute", "keep")
-
 
 def file_print(path: Path) -> list[int]:
     """[bytes, mtime_ns] of a file; [-1, -1] when it is gone."""

@@ -19,7 +19,7 @@ from omama import dist
 from omama.cache.reader import Cache
 from omama.cache.samples import SampleTable
 from omama.config import flag_name, require
-from omama.errors import OmamaError, bad_file
+from omama.errors import bad_file
 from omama.files import write_json, write_torch
 from omama.loader.order import plan_order
 from omama.loader.sampler import EpochSampler
@@ -77,9 +77,7 @@ class Training:
     def __init__(self, cfg: TrainConfig, env: dist.DistEnv | None) -> None:
         self.cfg, self.env = cfg, env
         self.main = dist.is_main(env)
-        self.device = device = dist.device_for(env, cfg.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise OmamaError("--device cuda: no CUDA device is available here")
+        self.device = device = dist.device_for(env, cfg.device)  # refuses cuda without one
         self.out = Path(cfg.out)
         guard.check_run_folder(self.out, cfg.resume)
 
@@ -107,7 +105,7 @@ class Training:
         self.carried = None  # the running loss sum and count of a log period a resume lands in
         self.running = torch.zeros((), device=device)  # the log period's loss sum, on device
         self.n_running = 0
-        self.saved_at: list[int] = []  # the steps of the states saved
+        self.last_saved: int | None = None  # the step of the last state saved
         self.saver: BackgroundSaver | None = None
 
     def resume(self) -> None:
@@ -130,7 +128,7 @@ class Training:
                 self.steplog.path, state["steps_log"]
             )
         torch.set_rng_state(state["torch_rng"])
-        self.saved_at = [self.step] if self.step else []
+        self.last_saved = self.step or None
         log.info("resumed from %s at epoch %d, step %d", state_path, self.epoch, self.step)
 
     def begin(self) -> None:
@@ -313,8 +311,7 @@ class Training:
         picked = guard.batch_indices(self.sampler.order(), self.rank, self.world, self.local_bs, j)
         samples = [self.data.samples[i] for i in picked]
         source = guard.nonfinite_source(self.cache, self.cfg.direction, samples)
-        last = self.saved_at[-1] if self.saved_at else None
-        raise guard.nonfinite_error(self.out, bad, e + 1, source, last)
+        raise guard.nonfinite_error(self.out, bad, e + 1, source, self.last_saved)
 
     def save_state(self, *more: Write) -> None:
         """The new loss records and state.pt (and `more`) to the saver, after the non-finite
@@ -338,7 +335,7 @@ class Training:
                 extra,
             )
             self.saver.save(*writes, *more)
-        self.saved_at.append(self.step)
+        self.last_saved = self.step
 
     def save_weights(self, name: str) -> None:
         """The matcher's weights as OUT/NAME (rank 0), after the non-finite check."""
