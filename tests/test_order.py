@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -201,16 +202,27 @@ def test_a_recorded_budget_gives_the_same_blocks(takes_cache):
         assert all(np.array_equal(a, b) for a, b in zip(again.blocks, begun.blocks, strict=True))
 
 
-def test_the_next_block_is_read_ahead_in_the_background(takes_cache):
+@pytest.mark.parametrize("slow", [False, True], ids=["fast disk", "slow disk"])
+def test_the_next_block_is_read_ahead_in_the_background(slow, takes_cache, monkeypatch):
     """Following the epoch's order, the two-block store reads every block after the first
     ahead (a background thread, pinned host memory on CUDA) and each image once per visit;
-    the gathered batches still equal the batches read per batch."""
+    the gathered batches still equal the batches read per batch. On a slow disk the read of
+    the next block is still running when training enters it: the step waits for it and keeps
+    it, rather than dropping it and reading the block again."""
     cache = Cache(takes_cache)
     plain = TrainSamples(cache, "exo2ego", "train", 6, seed=3)
     stored = TrainSamples(cache, "exo2ego", "train", 6, seed=3)
     plan = plan_order("blocks", cache, stored.samples, CPU, _one_take_gb(cache, plain.samples), 3)
     stored.use_store(plan.store.rows)
     store = plan.store
+    if slow:
+        read_ahead = store._read_ahead
+
+        def slowly(*args):
+            time.sleep(0.5)
+            return read_ahead(*args)
+
+        monkeypatch.setattr(store, "_read_ahead", slowly)
     n_images = sum(len(v) for v in role_keys(stored.samples).values())
     for epoch in range(2):
         sampler = EpochSampler(len(stored), 7, blocks=plan.blocks)

@@ -90,6 +90,11 @@ class Plan:
         if isinstance(self.store, RollingTokenStore) and self.blocks is not None:
             self.store.follow(self.store.block_visits(self.blocks, order))
 
+    def close(self) -> None:
+        """Stop the rolling store's read-ahead thread (the next `follow` starts it again)."""
+        if isinstance(self.store, RollingTokenStore):
+            self.store.close()
+
     def summary(self) -> dict:
         """What fixes the order, for the run's log (and a resumed run's `plan_order`)."""
         return {"order": self.order, "blocks": len(self.blocks or ()), "budget": self.budget}

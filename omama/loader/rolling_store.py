@@ -84,6 +84,8 @@ class RollingTokenStore:
         self.current = -1  # position in `sequence` of the block being trained on
         self.pending: Future[Staged] | None = None
         self.staged: Staged = {}
+        self.ahead_of: int | None = None  # the block that `pending`/`staged` hold images of
+        self.next_read: int | None = None  # the block to read ahead once `staged` is placed
         self.protect: dict[str, np.ndarray] = {}  # images not to evict: current + next block
         self._pool: ThreadPoolExecutor | None = None
 
@@ -153,7 +155,7 @@ class RollingTokenStore:
         return out
 
     def close(self) -> None:
-        """Stop the read-ahead thread (a store is reusable after, without read-ahead)."""
+        """Stop the read-ahead thread (the next block read ahead starts a new one)."""
         self._drop_pending()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -161,8 +163,9 @@ class RollingTokenStore:
 
     # --- read-ahead --------------------------------------------------------------------
     def _advance(self, ids: dict[str, np.ndarray]) -> None:
-        """Entering the next block of the sequence starts reading the one after it; a
-        finished read-ahead is placed into slots of finished blocks."""
+        """Entering the next block of the sequence keeps its read-ahead (waiting for it when
+        it is still running) and, once its images are placed, starts reading the one after
+        it; a finished read-ahead is placed into slots of finished blocks."""
         if self.block_of is not None and self.sequence and ids["src"].size:
             block = int(self.block_of["src"][ids["src"][-1]])
             if self.current < 0 or self.sequence[self.current] != block:
@@ -177,16 +180,27 @@ class RollingTokenStore:
             self._adopt()
         if self.staged:
             self._place(ids)
+        if self.next_read is not None and self.pending is None and not self.staged:
+            self._read(self.next_read)
 
     def _start(self, block: int, after: int | None) -> None:
-        self._drop_pending()
+        """Enter `block`: its read-ahead is kept (the rest is dropped), and `after` is read
+        ahead next."""
+        if self.ahead_of == block:
+            if self.pending is not None:
+                self._adopt()
+        else:
+            self._drop_pending()
         images = [self.block_images[block]] + (
             [self.block_images[after]] if after is not None else []
         )
         self.protect = {r: np.unique(np.concatenate([b[r] for b in images])) for r in ROLES}
-        if after is None:
-            return
-        todo = {r: self.block_images[after][r] for r in ROLES}
+        self.next_read = after
+
+    def _read(self, block: int) -> None:
+        """Start reading the block's images that are not resident, in the background."""
+        self.next_read = None
+        todo = {r: self.block_images[block][r] for r in ROLES}
         todo = {r: v[self.slot_of[r][v] < 0] for r, v in todo.items()}
         if not any(v.size for v in todo.values()):
             return
@@ -194,7 +208,7 @@ class RollingTokenStore:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="token-read-ahead")
             self._reader = copy.copy(self.cache)  # its own HDF5 handles and memo
         device = next(iter(self.tokens.values())).device
-        self.pending = self._pool.submit(self._read_ahead, todo, device)
+        self.pending, self.ahead_of = self._pool.submit(self._read_ahead, todo, device), block
 
     def _read_ahead(self, todo: dict[str, np.ndarray], device: torch.device) -> Staged:
         """In the background thread: the images' tokens into pinned host memory."""
@@ -232,7 +246,7 @@ class RollingTokenStore:
     def _drop_pending(self) -> None:
         if self.pending is not None and not self.pending.cancel():
             self.pending.result()  # a read in flight finishes; its result is dropped
-        self.pending, self.staged = None, {}
+        self.pending, self.staged, self.ahead_of, self.next_read = None, {}, None, None
 
     # --- slots -------------------------------------------------------------------------
     def _free_slots(self, role: str, need: np.ndarray, n: int, strict: bool) -> np.ndarray:

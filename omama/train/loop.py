@@ -232,6 +232,7 @@ class Training:
             if self.step % cfg.save_every == 0:
                 self.save_state()
         bar.close()
+        self.plan.close()  # no read-ahead thread left for validation's workers to fork beside
         self.stop_if_nonfinite()
         self.epoch += 1
 
