@@ -117,6 +117,7 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
     samples = cache.samples(cfg.direction, cfg.split)
     if cfg.limit:
         samples = samples[: cfg.limit]
+    reader = cache.reader(samples, cfg.direction)  # located once for scoring, records, GT
     paths = output_paths(cfg)
     official_gt = None
     if cfg.relations is not None and dist.is_main(env):  # bad files fail before the scoring
@@ -134,7 +135,7 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
         batches = math.ceil(len(samples) / cfg.batch_size)
         prof = StepProfiler(cfg.profile if dist.is_main(env) else 0, trace, device, batches)
         scored = score_across_ranks(
-            cache,
+            reader,
             model,
             cfg.direction,
             samples,
@@ -153,7 +154,7 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
             scored = with_confidence(scored, model.visibility, cfg.confidence)
     if scored is None:  # not rank 0: its scores went to rank 0
         return None
-    records = prediction_records(cache, cfg.direction, scored, cfg.mask_size, cfg.workers, samples)
+    records = prediction_records(reader, cfg.direction, scored, cfg.mask_size, cfg.workers, samples)
     pred = challenge_json(cfg.direction, records)
     write_json(pred, cfg.out)
     if cfg.gt is not None:
@@ -167,7 +168,7 @@ def _run_eval(cfg: EvalConfig, env: dist.DistEnv | None) -> Metrics | None:
                 "may differ from the official figure (a frame the destination camera never "
                 "annotated counts as 'not visible' here, the official evaluator skips it)"
             )
-            gt = build_gt_json(gt_samples(cache, samples))
+            gt = build_gt_json(gt_samples(reader, samples))
         gt_path = paths["the ground truth written beside --out"]
         write_json(gt, gt_path)
         log.info("ground truth written to %s", gt_path)
