@@ -80,8 +80,9 @@ def _jpeg_problem(data: bytes) -> str | None:
                     break
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as an HxWx3 RGB uint8 array, refusing missing, corrupt or cut files."""
+def read_image(path: str | Path, bgr: bool = False) -> np.ndarray:
+    """Read an image file as an HxWx3 RGB (or, with `bgr`, OpenCV's BGR) uint8 array,
+    refusing missing, corrupt or cut files."""
     path = Path(path)
     if not path.exists():
         raise bad_file(path, "image file missing")
@@ -96,12 +97,12 @@ def read_image(path: str | Path) -> np.ndarray:
         if problem is not None:
             raise bad_file(path, problem)
     try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:
-        bgr = None
-    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.size == 0:
+        image = None
+    if image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
         raise bad_file(path, "not a readable image (corrupt or unsupported format)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return image if bgr else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def crop_size(h: int, w: int, patch: int = PATCH) -> tuple[int, int]:

@@ -120,7 +120,7 @@ def run_proposals(cfg: ProposalsConfig) -> ProposalsReport:
 
 def decode(job: Job) -> np.ndarray:
     """The image as BGR uint8 (ultralytics' order for arrays); a bad file is one line."""
-    return np.ascontiguousarray(read_image(job.image)[..., ::-1])
+    return read_image(job.image, bgr=True)
 
 
 def batches(
