@@ -30,8 +30,8 @@ from omama.cli import train as train_cli
 from omama.errors import OmamaError, bad_file
 from omama.matcher.checkpoint import save_matcher_state
 from omama.matcher.model import OMaMaMatcher
+from omama.prepare.download import relations_path
 from omama.rle import encode
-from omama.synth.writing import relations_path
 
 
 def one_line(capsys, prog: str) -> str:

@@ -23,7 +23,7 @@ from omama.errors import OmamaError
 from omama.metrics.official import evaluate
 from omama.metrics.official_gt import RELATIONS, GTInputError, build_official_gt
 from omama.metrics.validate import eval_size
-from omama.synth.writing import relations_path
+from omama.prepare.download import relations_path
 
 ANN_HW = (4, 6)  # annotation size of every crafted mask: evaluated at 320 x 480
 

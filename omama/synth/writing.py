@@ -35,6 +35,7 @@ from omama.dataset.images import resize_mask
 from omama.errors import OmamaError
 from omama.files import save_npz_deterministic, write_json
 from omama.masks import tight_boxes
+from omama.prepare.download import relations_path
 from omama.synth.config import EGO_CAM, GENERATOR, META_FILE, SynthConfig, SynthSummary
 from omama.synth.proposals import make_candidates
 from omama.synth.scene import Take, build_take
@@ -192,11 +193,6 @@ def _annotated(annotations: dict[str, dict], entry: str) -> bool:
     """Whether the image of a pair entry has a mask of the entry's object."""
     _, take, cam, obj, _, frame = _fields(entry)
     return frame in annotations[take][obj][cam]
-
-
-def relations_path(root: str | Path, split: str) -> Path:
-    """`ROOT/annotations/relations_{split}.json`."""
-    return Path(root) / "annotations" / f"relations_{split}.json"
 
 
 def relations_json(annotations: dict[str, dict], takes: list[str], frames: list[int]) -> dict:
