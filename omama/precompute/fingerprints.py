@@ -76,10 +76,11 @@ class Inputs:
             "ann": annotation_print(self.ann, take, cam, frame),
         }
 
-    def candidates(self, take: str, cam: str, frame: str) -> dict:
+    def candidates(self, take: str, cam: str, frame: str, image: dict | None = None) -> dict:
+        """The image's print (`image`, when already taken) and its candidate files'."""
         masks, boxes = candidate_paths(self.masks_dir, take, cam, frame)
         return {
-            **self.image(take, cam, frame),
+            **(image if image is not None else self.image(take, cam, frame)),
             "masks": file_print(masks),
             "boxes": file_print(boxes),
         }
@@ -105,10 +106,13 @@ def record_prints(inputs: Inputs, jobs: Iterable, direction: str) -> dict[str, d
     edit after this point shows as stale on the next run, never the other way round)."""
     out: dict[str, dict] = {}
     for job in jobs:
+        image = inputs.image(job.take, job.cam, job.frame)
         if job.need_image:
-            out[f"img/{job.key}"] = inputs.image(job.take, job.cam, job.frame)
+            out[f"img/{job.key}"] = image
         if job.need_cands:
-            out[f"cand/{direction}/{job.key}"] = inputs.candidates(job.take, job.cam, job.frame)
+            out[f"cand/{direction}/{job.key}"] = inputs.candidates(
+                job.take, job.cam, job.frame, image
+            )
     return out
 
 
@@ -187,10 +191,9 @@ def stale_records(
             base_print = images.get((where.root, key))
             if base_print is None:  # an image's own part, once for its image and candidates
                 base_print = images[(where.root, key)] = where.image(take, cam, frame)
-            now = dict(base_print)
+            now = base_print
             if record.startswith("cand/"):
-                masks, boxes = candidate_paths(where.masks_dir, take, cam, frame)
-                now.update(masks=file_print(masks), boxes=file_print(boxes))
+                now = where.candidates(take, cam, frame, base_print)
         except OmamaError as exc:  # annotation.json unreadable or the object gone
             out.append(Stale(record, f"its annotation cannot be read now ({exc})"))
             continue
