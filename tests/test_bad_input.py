@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_lines import one_error_line
 
 from omama import rle
 from omama.cache.reader import Cache
@@ -28,15 +29,6 @@ from omama.matcher.model import OMaMaMatcher
 from omama.precompute import backbone
 
 SPLIT = "val"
-
-
-def one_error_line(capsys, prog: str) -> str:
-    """The single `prog: error: ...` line of stderr (progress bars may sit above it)."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith(f"{prog}: error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def expect_exit2(capsys, main, argv: list[str], prog: str, file: Path | str, why: str) -> str:

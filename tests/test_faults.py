@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cli_lines import error_line
 from torch.utils.data import DataLoader
 
 from omama.cache.manifest import load_manifest
@@ -44,13 +45,6 @@ def cli(module: str, *args) -> list[str]:
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
-
-
-def error_line(stderr: str, prog: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.startswith(f"{prog}: error: ")]
-    assert len(lines) == 1, stderr
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cli_lines import one_error_line
 
 from omama.cache.manifest import load_manifest
 from omama.cache.paths import samples_path
@@ -34,18 +35,10 @@ from omama.prepare.download import relations_path
 from omama.rle import encode
 
 
-def one_line(capsys, prog: str) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith(f"{prog}: error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 def refused(capsys, main, argv: list, prog: str, *wants: str) -> str:
     """`main(argv)` exits 2 with one line holding every one of `wants`."""
     assert main([str(a) for a in argv]) == 2
-    line = one_line(capsys, prog)
+    line = one_error_line(capsys, prog)
     for want in wants:
         assert want in line, line
     return line

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_lines import one_error_line
 
 from omama import rle
 from omama.cli import eval as eval_cli
@@ -206,14 +207,6 @@ def test_synth_relations_match_annotations(synth_root):
                     annotated = objects[obj][cam]["annotated_frames"]
                     assert annotated == ann["subsample_idx"]
                     assert {int(f) for f in frames} <= set(annotated)
-
-
-def one_error_line(capsys, prog: str) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith(f"{prog}: error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_lines import error_line
 from test_prepare import SMALL, load
 
 from omama.cli import prepare as prepare_cli
@@ -95,18 +96,11 @@ def test_a_second_writer_is_refused(download, tmp_path, capsys):
     with open(root / ".prepare.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         code = prepare_cli.main([str(a) for a in cmd_for(download, root)[3:]])
-    line = one_line(capsys.readouterr().err)
+    line = error_line(capsys.readouterr().err, "omama-prepare")
     assert code == 2 and "another omama-prepare is writing this root" in line
 
 
 # ---------------------------------------------------------------------------- bad inputs
-
-
-def one_line(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = [x for x in stderr.splitlines() if x.startswith("omama-prepare: error: ")]
-    assert len(lines) == 1, stderr
-    return lines[0]
 
 
 def first_take(dl: Path) -> tuple[str, dict]:
@@ -216,7 +210,7 @@ def test_each_bad_input_is_one_line_or_skipped_and_listed(case, download, tmp_pa
         args += ["--min-height", str(SMALL)]
     root = tmp_path / "root"
     assert prepare_cli.main([*args, "--out", str(root)]) == 2
-    line = one_line(capsys.readouterr().err)
+    line = error_line(capsys.readouterr().err, "omama-prepare")
     for word in [f"take {take}", *words]:
         assert word in line, line
     assert not (root / "processed" / take / "annotation.json").exists()
@@ -259,7 +253,7 @@ def test_an_ego_video_failing_while_read_drops_its_take(download, tmp_path, caps
     args = ["--download", str(dl), "--split", "test", "--workers", "1"]
     args += ["--min-height", str(SMALL), "--out", str(tmp_path / "root")]
     assert prepare_cli.main(args) == 2
-    line = one_line(capsys.readouterr().err)
+    line = error_line(capsys.readouterr().err, "omama-prepare")
     assert f"take {take}" in line and "video ends after 3 frames" in line, line
     assert prepare_cli.main([*args, "--skip-bad"]) == 0
     root = tmp_path / "root"
@@ -276,12 +270,12 @@ def test_bad_split_file_and_relations_are_one_line(download, tmp_path, capsys):
     split_file.write_text(json.dumps({"test": ["no-such-take"]}))
     argv = ["--download", str(download), "--out", str(tmp_path / "r"), "--split", "test"]
     assert prepare_cli.main([*argv, "--split-file", str(split_file), "--min-height", "400"]) == 2
-    line = one_line(capsys.readouterr().err)
+    line = error_line(capsys.readouterr().err, "omama-prepare")
     assert "take no-such-take" in line and "not in the relations file" in line
     empty = tmp_path / "empty"
     empty.mkdir()
     assert prepare_cli.main(["--download", str(empty), "--out", str(tmp_path / "r2")]) == 2
-    line = one_line(capsys.readouterr().err)
+    line = error_line(capsys.readouterr().err, "omama-prepare")
     assert "relations_train.json: relations file missing" in line
 
 
