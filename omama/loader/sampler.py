@@ -46,9 +46,16 @@ class EpochSampler(Sampler):
             return block_order(self.blocks, self.seed, self.epoch)
         return np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.n)
 
+    def mine(self) -> np.ndarray:
+        """This rank's share of the epoch's order, from its first sample."""
+        return self.order()[self.rank :: self.num_replicas]
+
+    def batch(self, j: int, batch_size: int) -> list[int]:
+        """The sample indices of this rank's `j`-th batch of the epoch."""
+        return [int(i) for i in self.mine()[j * batch_size : (j + 1) * batch_size]]
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        mine = self.order()[self.rank :: self.num_replicas]
-        for i in mine[self.start :]:
+        for i in self.mine()[self.start :]:
             yield (self.epoch, int(i))
 
     def __len__(self) -> int:

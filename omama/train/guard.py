@@ -98,12 +98,6 @@ def check_same_data(saved: dict | None, now: dict, path: Path) -> None:
             )
 
 
-def batch_indices(order: np.ndarray, rank: int, world: int, local_bs: int, j: int) -> list[int]:
-    """The sample indices of this rank's `j`-th batch of an epoch whose order is `order`."""
-    mine = order[rank::world]
-    return [int(i) for i in mine[j * local_bs : (j + 1) * local_bs]]
-
-
 def _nonfinite_field(cache: Cache, rec: Record, names: tuple[str, ...]) -> str | None:
     for name in names:
         if name not in rec.fields:

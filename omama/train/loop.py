@@ -309,8 +309,7 @@ class Training:
             return
         e, j = divmod(bad - 1, self.steps_per_epoch)
         self.sampler.set_epoch(e)
-        picked = guard.batch_indices(self.sampler.order(), self.rank, self.world, self.local_bs, j)
-        samples = [self.data.samples[i] for i in picked]
+        samples = [self.data.samples[i] for i in self.sampler.batch(j, self.local_bs)]
         source = guard.nonfinite_source(self.cache, self.cfg.direction, samples)
         raise guard.nonfinite_error(self.out, bad, e + 1, source, self.last_saved)
 
