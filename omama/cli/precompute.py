@@ -86,8 +86,11 @@ def verify(cache: Path, root: Path | None = None) -> int:
     """Print a summary of a good cache; log every problem of a bad one and fail with the first.
     Records whose input files changed since they were cached are problems too (compared
     with the files under `root`, or under the root each shard was computed from)."""
-    report = verify_cache(cache)
-    manifest = load_manifest(cache)
+    report = verify_cache(cache)  # the cache's own checks; the inputs' are precompute's
+    try:
+        manifest = load_manifest(cache)
+    except OmamaError:  # unreadable: verify_cache has listed it among the problems
+        manifest = None
     if manifest is not None:
         stale = stale_records(cache, manifest, all_records(manifest), root)
         report.problems += [
